@@ -1,0 +1,69 @@
+#pragma once
+// A client for the framed protocol, on coroutines: coserve-cli, the tests and the benchmark use
+// it. Requests are multiplexed by id; each open request has its own inbox of events, and
+// frames without a known id (chat messages, `shutdown`) go to the push inbox.
+//
+// Threading: one executor; every member is called from it. Writes go through one writer
+// coroutine, so any number of coroutines may send at once.
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <system_error>
+
+#include "coserve/asio.hpp"
+#include "coserve/frame.hpp"
+
+namespace coserve {
+
+class Client {
+ public:
+  struct State;    // implementation detail, shared with the I/O loops
+  struct Pending;  // implementation detail: one open request
+
+  explicit Client(asio::any_io_executor executor, FrameLimits limits = {1 << 20, 64 << 20});
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // Throws boost::system::system_error when the connection cannot be made.
+  awaitable<void> connect(const std::string& host, const std::string& port);
+  awaitable<void> connect_unix(const std::string& path);
+  bool is_open() const noexcept;
+  void close();
+
+  // The events and final reply of one request.
+  class Stream {
+   public:
+    const json& id() const noexcept;
+    // The next event, or the final reply ({"ok": ...}) after which done() is true. Throws
+    // boost::system::system_error when the connection closed first.
+    awaitable<Frame> next();
+    bool done() const noexcept;
+    // Sends a frame belonging to this request (upload data, acks): {"id", ...fields} + body.
+    void send(json fields, std::string body = {});
+
+   private:
+    friend class Client;
+    std::shared_ptr<State> state_;
+    std::shared_ptr<Pending> pending_;
+  };
+
+  // Sends a request; an "id" is assigned when the request has none.
+  Stream open(json request, std::string body = {});
+  // Sends a request and returns its final reply, skipping events.
+  awaitable<Frame> call(json request, std::string body = {});
+  // The next frame that belongs to no open request.
+  awaitable<Frame> next_push();
+  // Sends a frame as is (tests use it to break the protocol on purpose).
+  void send_frame(OutFrame frame);
+
+ private:
+  std::shared_ptr<State> state_;
+};
+
+// The error of a final reply, or nullopt when it is ok.
+std::optional<std::string> error_code_of(const Frame& reply);
+
+}  // namespace coserve

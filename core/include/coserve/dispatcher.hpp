@@ -1,0 +1,47 @@
+#pragma once
+// Routes each request {id, service, op} to a registered service, enforces login where the
+// config asks for it, and turns every failure into an Outcome with a stable error code.
+//
+// Threading: services are added before the server starts and never removed, so dispatch() may
+// run on every worker thread at once without locks. Each service guards its own shared state.
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "coserve/asio.hpp"
+#include "coserve/service.hpp"
+
+namespace coserve {
+
+class Metrics;
+class Counter;
+
+class Dispatcher {
+ public:
+  Dispatcher(Metrics& metrics, std::set<std::string, std::less<>> login_required);
+
+  // Throws std::invalid_argument if the name is taken.
+  Service& add(std::unique_ptr<Service> service);
+  Service* find(std::string_view name) const;
+  const std::vector<std::unique_ptr<Service>>& services() const noexcept { return services_; }
+  bool needs_login(std::string_view service) const;
+
+  // Never throws: exceptions from the service become `internal` (logged) or their Error code.
+  awaitable<Outcome> dispatch(Call& call);
+
+  // {"service": ["op", ...], ...} for `hello`.
+  json describe() const;
+  // Counts an error reply sent by anyone (decode errors too).
+  void count_error(errc code);
+
+ private:
+  Metrics& metrics_;
+  std::set<std::string, std::less<>> login_required_;
+  std::vector<std::unique_ptr<Service>> services_;
+  std::map<std::string, Counter*, std::less<>> ops_total_;
+  std::map<errc, Counter*> errors_total_;
+};
+
+}  // namespace coserve

@@ -1,0 +1,93 @@
+#pragma once
+// The wire format (docs/protocol.md): an 8-byte header (u32 json_len, u32 body_len, big-endian),
+// then json_len bytes of a JSON object, then body_len raw bytes.
+//
+// FrameDecoder is a plain class with no I/O so it can be tested byte by byte: feed it bytes in
+// any split, take complete frames or errors out. Not thread-safe; one per connection.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include <nlohmann/json.hpp>
+
+#include "coserve/error.hpp"
+
+namespace coserve {
+
+using json = nlohmann::json;
+
+inline constexpr std::size_t kFrameHeaderSize = 8;
+
+struct FrameLimits {
+  std::size_t max_json = 64 * 1024;
+  std::size_t max_body = 1024 * 1024;
+};
+
+// A decoded frame: its JSON object and its raw body.
+struct Frame {
+  json head;
+  std::string body;
+};
+
+// An encoded frame ready for the wire, immutable and shared: a broadcast encodes once and hands
+// every recipient the same bytes.
+struct EncodedFrame {
+  std::string head;  // 8-byte header + JSON text
+  std::string body;
+  std::size_t size() const noexcept { return head.size() + body.size(); }
+  std::string_view json_text() const noexcept {
+    return std::string_view(head).substr(kFrameHeaderSize);
+  }
+};
+using OutFrame = std::shared_ptr<const EncodedFrame>;
+
+OutFrame encode_frame(const json& head, std::string body = {});
+
+// A frame the decoder could not deliver. `id` is the request id when it could be read (so the
+// error reply can name the request), null otherwise. `fatal` means the byte stream can no
+// longer be parsed and the connection must close after the error reply.
+struct DecodeError {
+  errc code;
+  std::string message;
+  json id;
+  bool fatal = false;
+};
+
+using DecodeResult = std::variant<Frame, DecodeError>;
+
+// Parses one complete message that must hold exactly one frame (a WebSocket binary message).
+DecodeResult decode_whole_frame(std::string_view bytes, const FrameLimits& limits);
+
+// Checks a JSON text as a frame head (a WebSocket text message is a JSON-only frame).
+DecodeResult decode_json_only(std::string_view text, const FrameLimits& limits);
+
+class FrameDecoder {
+ public:
+  explicit FrameDecoder(FrameLimits limits = {}) : limits_(limits) {}
+
+  // Space for at least `min_size` bytes to read into; call commit() with what was read.
+  std::span<char> prepare(std::size_t min_size);
+  void commit(std::size_t n) noexcept { end_ += n; }
+  void feed(std::string_view bytes);
+
+  // The next frame or error, or nullopt when more bytes are needed.
+  std::optional<DecodeResult> next();
+
+  std::size_t buffered() const noexcept { return end_ - begin_; }
+  // Releases buffer memory while idle (many idle connections must stay cheap).
+  void shrink() noexcept;
+
+ private:
+  FrameLimits limits_;
+  std::string buffer_;
+  std::size_t begin_ = 0;
+  std::size_t end_ = 0;
+  std::uint64_t skip_ = 0;  // bytes of an oversized body still to discard
+};
+
+}  // namespace coserve

@@ -1,0 +1,63 @@
+#pragma once
+// Process-wide counters, rendered as Prometheus text (names prefixed `coserve_`).
+//
+// Threading: counters are created while the server is set up (or lazily under a mutex) and
+// never destroyed, so a Counter& stays valid for the process lifetime and is bumped with relaxed
+// atomics from any thread.
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <string>
+
+namespace coserve {
+
+class Counter {
+ public:
+  void inc(std::uint64_t n = 1) noexcept { value_.fetch_add(n, std::memory_order_relaxed); }
+  void dec(std::uint64_t n = 1) noexcept { value_.fetch_sub(n, std::memory_order_relaxed); }
+  std::uint64_t value() const noexcept { return value_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<std::uint64_t> value_{0};
+};
+
+class Metrics {
+ public:
+  // `name` without the prefix, e.g. "frames_in_total"; `labels` like R"(service="echo")".
+  Counter& counter(const std::string& name, const std::string& help,
+                   const std::string& labels = {});
+  Counter& gauge(const std::string& name, const std::string& help,
+                 const std::string& labels = {});
+  std::string prometheus() const;
+  std::uint64_t value(const std::string& name, const std::string& labels = {}) const;
+
+  Metrics();
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
+
+ private:
+  struct Family {
+    std::string help;
+    const char* type;
+    std::map<std::string, Counter*> series;  // labels → counter
+  };
+  Counter& get(const std::string& name, const std::string& help, const std::string& labels,
+               const char* type);
+
+  mutable std::mutex mutex_;  // guards the maps only, never held across I/O
+  std::map<std::string, Family> families_;
+  std::deque<Counter> storage_;  // deque: stable addresses
+
+ public:
+  // The counters every transport and the dispatcher bump (declared last: they are created in
+  // the maps above).
+  Counter& connections_active;
+  Counter& frames_in;
+  Counter& frames_out;
+  Counter& bytes_in;
+  Counter& bytes_out;
+};
+
+}  // namespace coserve

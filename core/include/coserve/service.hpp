@@ -1,0 +1,185 @@
+#pragma once
+// What a service writer sees. A service is one class:
+//
+//   class Greeter final : public coserve::BasicService<Greeter> {
+//    public:
+//     static constexpr std::string_view kName = "greeter";
+//     static constexpr auto ops() { return std::array{op("hello", &Greeter::hello)}; }
+//     coserve::awaitable<coserve::Outcome> hello(coserve::Call& call) {
+//       co_return coserve::Outcome::ok({{"text", "hello " + call.get<std::string>("name")}});
+//     }
+//   };
+//
+// and one registration line: `registry.add<Greeter>();` (docs/writing-a-service.md).
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include "coserve/asio.hpp"
+#include "coserve/error.hpp"
+#include "coserve/frame.hpp"
+
+namespace coserve {
+
+class Session;
+class Listeners;
+namespace detail {
+struct CallState;
+}
+
+// The final answer to a request: a reply (fields merged into {"id", "ok": true}) and an
+// optional body, or an error with a code from the closed list.
+struct Outcome {
+  std::optional<errc> error;
+  std::string message;
+  json fields = json::object();
+  std::string body;
+
+  static Outcome ok(json fields = json::object(), std::string body = {}) {
+    return Outcome{std::nullopt, {}, std::move(fields), std::move(body)};
+  }
+  static Outcome fail(errc code, std::string message) {
+    return Outcome{code, std::move(message), json::object(), {}};
+  }
+};
+
+// One request in flight. Lives on the session's executor; valid until the handler returns.
+class Call {
+ public:
+  Call(Session& session, std::shared_ptr<detail::CallState> state, Frame request);
+  ~Call();
+  Call(const Call&) = delete;
+  Call& operator=(const Call&) = delete;
+
+  const json& request() const noexcept { return request_.head; }
+  const json& id() const noexcept;
+  std::string_view service() const;
+  std::string_view op() const;
+  // The request's body; handlers may move it out.
+  std::string& body() noexcept { return request_.body; }
+
+  // A required field of the request; throws Error(bad_request) naming it when it is missing or
+  // of the wrong type.
+  template <class T>
+  T get(std::string_view key) const;
+  // An optional field; the fallback when absent (still bad_request when of the wrong type).
+  template <class T>
+  T get_or(std::string_view key, T fallback) const;
+
+  Session& session() noexcept { return session_; }
+  asio::any_io_executor executor() const;
+
+  // Sends an event of this request's stream: {"id", "event": name, ...fields} + body. Waits
+  // while the connection's out-queue is full, so a producer cannot outrun a slow client.
+  // Throws Error(cancelled) when the call was cancelled or the session is closing.
+  awaitable<void> emit(std::string_view event, json fields = json::object(),
+                       std::string body = {});
+
+  // The next frame the client sent for this request (a frame with this id and no "service"),
+  // for uploads and other client-to-server streams. nullopt when the session closes.
+  awaitable<std::optional<Frame>> receive();
+
+  // True once `core.cancel` named this call or the session began closing.
+  bool cancelled() const noexcept;
+
+ private:
+  Session& session_;
+  std::shared_ptr<detail::CallState> state_;
+  Frame request_;
+};
+
+// The type-erased interface the dispatcher routes to. Most services derive from BasicService.
+class Service {
+ public:
+  virtual ~Service() = default;
+  virtual std::string_view name() const = 0;
+  virtual std::vector<std::string_view> op_names() const = 0;
+  virtual bool has_op(std::string_view op) const = 0;
+  virtual awaitable<Outcome> handle(std::string_view op, Call& call) = 0;
+  // Raw listeners this service serves (e.g. echo's TCP/UDP/Unix byte echo). Optional.
+  virtual void add_listeners(Listeners&) {}
+  // The server is shutting down: stop timers and background work so the runtime can end.
+  // Called on context 0; sessions are told separately.
+  virtual void stop() {}
+};
+
+template <class S>
+struct Op {
+  std::string_view name;
+  awaitable<Outcome> (S::*handler)(Call&);
+};
+
+template <class S>
+constexpr Op<S> op(std::string_view name, awaitable<Outcome> (S::*handler)(Call&)) {
+  return {name, handler};
+}
+
+// CRTP base: the derived class provides `kName` and a constexpr `ops()` table.
+template <class Derived>
+class BasicService : public Service {
+ public:
+  std::string_view name() const final { return Derived::kName; }
+  std::vector<std::string_view> op_names() const final {
+    std::vector<std::string_view> names;
+    for (auto& o : Derived::ops()) names.push_back(o.name);
+    return names;
+  }
+  bool has_op(std::string_view name) const final {
+    for (auto& o : Derived::ops())
+      if (o.name == name) return true;
+    return false;
+  }
+  awaitable<Outcome> handle(std::string_view name, Call& call) final {
+    for (auto& o : Derived::ops())
+      if (o.name == name) return (static_cast<Derived*>(this)->*o.handler)(call);
+    throw Error(errc::unknown_op, "unknown op '" + std::string(name) + "'");
+  }
+};
+
+namespace detail {
+template <class T>
+constexpr const char* json_type_name() {
+  if constexpr (std::is_same_v<T, bool>) return "boolean";
+  else if constexpr (std::is_arithmetic_v<T>) return "number";
+  else if constexpr (std::is_convertible_v<T, std::string_view>) return "string";
+  else return "value of the expected type";
+}
+template <class T>
+bool json_is(const json& v) {
+  if constexpr (std::is_same_v<T, bool>) return v.is_boolean();
+  else if constexpr (std::is_integral_v<T> && std::is_unsigned_v<T>) return v.is_number_unsigned();
+  else if constexpr (std::is_integral_v<T>) return v.is_number_integer();
+  else if constexpr (std::is_arithmetic_v<T>) return v.is_number();
+  else if constexpr (std::is_same_v<T, std::string>) return v.is_string();
+  else return true;
+}
+}  // namespace detail
+
+template <class T>
+T Call::get(std::string_view key) const {
+  auto it = request_.head.find(key);
+  if (it == request_.head.end())
+    throw Error(errc::bad_request, "missing field '" + std::string(key) + "'");
+  if (!detail::json_is<T>(*it))
+    throw Error(errc::bad_request, "field '" + std::string(key) + "' must be a " +
+                                       detail::json_type_name<T>());
+  try {
+    return it->template get<T>();
+  } catch (const json::exception&) {
+    throw Error(errc::bad_request, "field '" + std::string(key) + "' has the wrong type");
+  }
+}
+
+template <class T>
+T Call::get_or(std::string_view key, T fallback) const {
+  auto it = request_.head.find(key);
+  if (it == request_.head.end() || it->is_null()) return fallback;
+  return get<T>(key);
+}
+
+}  // namespace coserve

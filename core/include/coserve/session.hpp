@@ -1,0 +1,176 @@
+#pragma once
+// One connection speaking the framed protocol, over any Transport.
+//
+// A session is three coroutines on one executor: the reader (decodes frames, starts one call
+// coroutine per request), the writer (the only one that writes to the transport, draining a
+// byte-bounded out-queue) and the watchdog (idle and write timeouts, shutdown). Everything in a
+// session, its calls included, runs on that one executor: no locks. Other threads reach a
+// session only through its SessionLink.
+#include <any>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <typeindex>
+#include <unordered_map>
+
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/experimental/channel.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "coserve/asio.hpp"
+#include "coserve/connections.hpp"
+#include "coserve/frame.hpp"
+#include "coserve/service.hpp"
+#include "coserve/transport.hpp"
+
+namespace coserve {
+
+class Dispatcher;
+class Metrics;
+class Session;
+
+using Signal = asio::experimental::channel<void(error_code)>;
+
+struct SessionLimits {
+  std::size_t out_queue_bytes = 4 * 1024 * 1024;
+  std::size_t max_inflight = 64;
+  std::chrono::milliseconds idle_timeout{300000};
+  std::chrono::milliseconds write_timeout{30000};
+};
+
+struct SessionEnv {
+  Dispatcher& dispatcher;
+  Metrics& metrics;
+  ConnectionSet& connections;
+  SessionLimits limits;
+};
+
+// A thread-safe handle to a session, for shared state owned elsewhere (chat rooms). Holding one
+// does not keep the session alive; calls on a closed session do nothing.
+class SessionLink {
+ public:
+  SessionLink(Session* session, asio::any_io_executor executor, std::uint64_t id,
+              std::string peer);
+  // Queues a frame on the session (from any thread).
+  void post(OutFrame frame);
+  // Ends the session with a reason sent to the client first (from any thread).
+  void close(std::string reason);
+  // Bytes waiting in the session's out-queue; a slightly stale view from other threads.
+  std::size_t queued_bytes() const noexcept { return queued_.load(std::memory_order_relaxed); }
+  std::uint64_t id() const noexcept { return id_; }
+  const std::string& peer() const noexcept { return peer_; }
+  const asio::any_io_executor& executor() const noexcept { return executor_; }
+
+ private:
+  friend class Session;
+  Session* session_;  // read and reset only on executor_
+  asio::any_io_executor executor_;
+  std::uint64_t id_;
+  std::string peer_;
+  std::atomic<std::size_t> queued_{0};
+};
+
+namespace detail {
+// The session-side state of one request in flight.
+struct CallState {
+  explicit CallState(json request_id) : id(std::move(request_id)) {}
+  json id;
+  std::string key;  // id.dump(), the key in Session::calls_
+  asio::cancellation_signal cancel;
+  bool cancelled = false;
+  std::deque<Frame> inbox;  // frames the client sent for this call
+  std::size_t inbox_bytes = 0;
+  std::unique_ptr<Signal> inbox_ready;
+};
+}  // namespace detail
+
+class Session {
+ public:
+  Session(std::unique_ptr<Transport> transport, SessionEnv env);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Serves the connection until it ends, then waits for its calls to finish.
+  awaitable<void> run();
+
+  // --- for services, on the session's executor only ---
+  std::uint64_t id() const noexcept { return link_->id(); }
+  const std::string& peer() const noexcept { return transport_->peer(); }
+  std::string_view transport_kind() const noexcept { return transport_->kind(); }
+  asio::any_io_executor executor() const { return transport_->executor(); }
+  const std::shared_ptr<SessionLink>& link() const noexcept { return link_; }
+
+  // The logged-in user, empty while anonymous.
+  const std::string& user() const noexcept { return user_; }
+  void set_user(std::string user) { user_ = std::move(user); }
+
+  // Per-service state, created on first use and destroyed with the session (on its executor),
+  // so a service cleans up in its state's destructor.
+  template <class T>
+  T& state() {
+    auto& slot = state_[std::type_index(typeid(T))];
+    if (!slot.has_value()) slot = std::make_shared<T>();
+    return *std::any_cast<std::shared_ptr<T>&>(slot);
+  }
+
+  // Queues a frame for the client. Replies and pushes are never refused while the session is
+  // open; producers of streams use push_wait so the queue stays bounded.
+  void push(OutFrame frame);
+  awaitable<void> push_wait(OutFrame frame);
+  std::size_t queued_bytes() const noexcept { return queued_bytes_; }
+  bool closing() const noexcept { return closing_; }
+
+  // Graceful end: a `shutdown` push, then calls are cancelled and the queue drained.
+  void shutdown(std::string reason);
+  // Immediate end.
+  void close();
+
+  // Cancels the call whose request had this id; false if no such call is in flight.
+  bool cancel_call(const json& id);
+
+ private:
+  friend class Call;
+  awaitable<void> lifecycle();
+  awaitable<void> read_loop();
+  awaitable<void> write_loop();
+  awaitable<void> watchdog();
+  void on_frame(Frame frame);
+  void on_decode_error(DecodeError error);
+  awaitable<void> run_call(std::shared_ptr<detail::CallState> state, Frame request);
+  void finish_call(const detail::CallState& state, Outcome outcome);
+  void reply_error(const json& id, errc code, std::string message);
+  awaitable<bool> wait_for_space();
+  void cancel_all_calls();
+  void touch() noexcept { last_activity_ = std::chrono::steady_clock::now(); }
+
+  std::unique_ptr<Transport> transport_;
+  SessionEnv env_;
+  std::shared_ptr<SessionLink> link_;
+  ConnectionSet::Registration registration_;
+  std::string user_;
+  std::unordered_map<std::type_index, std::any> state_;
+
+  std::unordered_map<std::string, std::shared_ptr<detail::CallState>> calls_;
+  Signal calls_done_;
+
+  std::deque<OutFrame> queue_;
+  std::size_t queued_bytes_ = 0;
+  Signal writer_wake_;
+  Signal space_;
+  bool queue_closed_ = false;  // the writer exits once the queue is drained
+  bool write_failed_ = false;
+
+  asio::steady_timer watchdog_timer_;
+  std::chrono::steady_clock::time_point last_activity_;
+  std::optional<std::chrono::steady_clock::time_point> write_started_;
+  bool closing_ = false;  // no new calls; set when reading stopped for any reason
+  std::string stop_reason_;  // set by shutdown()
+  bool stop_requested_ = false;
+};
+
+}  // namespace coserve

@@ -1,0 +1,76 @@
+#pragma once
+#include <array>
+#include <vector>
+
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/write.hpp>
+
+#include "coserve/metrics.hpp"
+#include "coserve/transport.hpp"
+
+namespace coserve {
+
+std::string peer_name(const asio::ip::tcp::socket& socket);
+std::string peer_name(const asio::local::stream_protocol::socket& socket);
+
+template <class Socket>
+class StreamTransport final : public Transport {
+ public:
+  StreamTransport(Socket socket, FrameLimits limits, Metrics& metrics)
+      : socket_(std::move(socket)),
+        decoder_(limits),
+        metrics_(metrics),
+        executor_(socket_.get_executor()),
+        peer_(peer_name(socket_)) {}
+
+  awaitable<std::optional<DecodeResult>> read() override {
+    for (;;) {
+      if (auto item = decoder_.next()) co_return item;
+      // Small reads while idle keep idle connections cheap; larger once a frame is streaming in.
+      auto space = decoder_.prepare(decoder_.buffered() ? 64 * 1024 : 4096);
+      auto [ec, n] = co_await socket_.async_read_some(asio::buffer(space.data(), space.size()),
+                                                      use_nothrow);
+      if (ec) co_return std::nullopt;
+      decoder_.commit(n);
+      metrics_.bytes_in.inc(n);
+    }
+  }
+
+  awaitable<error_code> write(std::span<const OutFrame> frames) override {
+    buffers_.clear();
+    for (auto& frame : frames) {
+      buffers_.push_back(asio::buffer(frame->head));
+      if (!frame->body.empty()) buffers_.push_back(asio::buffer(frame->body));
+    }
+    auto [ec, n] = co_await asio::async_write(socket_, buffers_, use_nothrow);
+    metrics_.bytes_out.inc(n);
+    co_return ec;
+  }
+
+  void close() override {
+    error_code ignored;
+    socket_.shutdown(Socket::shutdown_both, ignored);
+    socket_.close(ignored);
+  }
+
+  void shrink() override { decoder_.shrink(); }
+
+  asio::any_io_executor executor() const override { return executor_; }
+  const std::string& peer() const override { return peer_; }
+  std::string_view kind() const override {
+    if constexpr (std::is_same_v<Socket, asio::ip::tcp::socket>) return "tcp";
+    else return "unix";
+  }
+
+ private:
+  Socket socket_;
+  FrameDecoder decoder_;
+  Metrics& metrics_;
+  asio::any_io_executor executor_;
+  std::string peer_;
+  std::vector<asio::const_buffer> buffers_;
+};
+
+}  // namespace coserve

@@ -1,0 +1,4 @@
+// Asio and Beast are compiled once, here, instead of in every translation unit
+// (BOOST_ASIO_SEPARATE_COMPILATION / BOOST_BEAST_SEPARATE_COMPILATION).
+#include <boost/asio/impl/src.hpp>
+#include <boost/beast/src.hpp>

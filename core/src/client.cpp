@@ -1,0 +1,248 @@
+#include "coserve/client.hpp"
+
+#include <unordered_map>
+#include <variant>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/experimental/channel.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/write.hpp>
+
+namespace coserve {
+
+using Signal = asio::experimental::channel<void(error_code)>;
+using TcpSocket = asio::ip::tcp::socket;
+using UnixSocket = asio::local::stream_protocol::socket;
+
+struct Client::Pending {
+  json id;
+  std::deque<Frame> frames;
+  bool done = false;
+  std::unique_ptr<Signal> wake;
+};
+
+struct Client::State {
+  explicit State(asio::any_io_executor ex, FrameLimits limits)
+      : executor(ex), decoder(limits), writer_wake(ex, 1), push_wake(ex, 1) {}
+  asio::any_io_executor executor;
+  std::variant<std::monostate, TcpSocket, UnixSocket> socket;
+  FrameDecoder decoder;
+  bool open = false;
+  std::int64_t next_id = 1;
+  std::unordered_map<std::string, std::shared_ptr<Pending>> pending;
+  std::deque<OutFrame> out;
+  Signal writer_wake;
+  std::deque<Frame> pushes;
+  Signal push_wake;
+
+  void closed() {
+    open = false;
+    for (auto& [key, p] : pending)
+      if (p->wake) p->wake->try_send(error_code{});
+    pending.clear();
+    push_wake.try_send(error_code{});
+    writer_wake.try_send(error_code{});
+  }
+  void close_socket() {
+    std::visit(
+        [](auto& s) {
+          if constexpr (!std::is_same_v<std::decay_t<decltype(s)>, std::monostate>) {
+            error_code ignored;
+            s.shutdown(asio::socket_base::shutdown_both, ignored);
+            s.close(ignored);
+          }
+        },
+        socket);
+    closed();
+  }
+};
+
+namespace {
+
+template <class Socket>
+awaitable<void> read_loop(std::shared_ptr<Client::State> st, Socket& socket);
+
+}  // namespace
+
+Client::Client(asio::any_io_executor executor, FrameLimits limits)
+    : state_(std::make_shared<State>(executor, limits)) {}
+
+Client::~Client() { close(); }
+
+bool Client::is_open() const noexcept { return state_->open; }
+
+void Client::close() {
+  if (state_->open) state_->close_socket();
+}
+
+namespace {
+
+template <class Socket>
+awaitable<void> write_loop(std::shared_ptr<Client::State> st, Socket& socket) {
+  std::vector<asio::const_buffer> buffers;
+  std::vector<OutFrame> batch;
+  while (st->open) {
+    if (st->out.empty()) {
+      co_await st->writer_wake.async_receive(use_nothrow);
+      continue;
+    }
+    batch.assign(std::make_move_iterator(st->out.begin()), std::make_move_iterator(st->out.end()));
+    st->out.clear();
+    buffers.clear();
+    for (auto& f : batch) {
+      buffers.push_back(asio::buffer(f->head));
+      if (!f->body.empty()) buffers.push_back(asio::buffer(f->body));
+    }
+    auto [ec, n] = co_await asio::async_write(socket, buffers, use_nothrow);
+    batch.clear();
+    if (ec) {
+      st->close_socket();
+      co_return;
+    }
+  }
+}
+
+template <class Socket>
+awaitable<void> read_loop(std::shared_ptr<Client::State> st, Socket& socket) {
+  for (;;) {
+    while (auto item = st->decoder.next()) {
+      if (auto* err = std::get_if<DecodeError>(&*item)) {
+        (void)err;
+        st->close_socket();
+        co_return;
+      }
+      auto& frame = std::get<Frame>(*item);
+      auto id = frame.head.find("id");
+      std::shared_ptr<Client::Pending> p;
+      if (id != frame.head.end() && !id->is_null()) {
+        auto it = st->pending.find(id->dump());
+        if (it != st->pending.end()) {
+          p = it->second;
+          if (frame.head.contains("ok")) {
+            p->done = true;
+            st->pending.erase(it);
+          }
+        }
+      }
+      if (p) {
+        p->frames.push_back(std::move(frame));
+        if (p->wake) p->wake->try_send(error_code{});
+      } else {
+        st->pushes.push_back(std::move(frame));
+        st->push_wake.try_send(error_code{});
+      }
+    }
+    auto space = st->decoder.prepare(64 * 1024);
+    auto [ec, n] = co_await socket.async_read_some(asio::buffer(space.data(), space.size()),
+                                                   use_nothrow);
+    if (ec) {
+      st->close_socket();
+      co_return;
+    }
+    st->decoder.commit(n);
+  }
+}
+
+template <class Socket>
+void start_loops(const std::shared_ptr<Client::State>& st) {
+  auto& socket = std::get<Socket>(st->socket);
+  st->open = true;
+  // The loops report I/O errors as values; an exception here is a bug and must surface.
+  auto rethrow = [](std::exception_ptr e) {
+    if (e) std::rethrow_exception(e);
+  };
+  asio::co_spawn(st->executor, read_loop(st, socket), rethrow);
+  asio::co_spawn(st->executor, write_loop(st, socket), rethrow);
+}
+
+}  // namespace
+
+awaitable<void> Client::connect(const std::string& host, const std::string& port) {
+  asio::ip::tcp::resolver resolver(state_->executor);
+  auto endpoints = co_await resolver.async_resolve(host, port, use_awaitable);
+  TcpSocket socket(state_->executor);
+  co_await asio::async_connect(socket, endpoints, use_awaitable);
+  socket.set_option(asio::ip::tcp::no_delay(true));
+  state_->socket.emplace<TcpSocket>(std::move(socket));
+  start_loops<TcpSocket>(state_);
+}
+
+awaitable<void> Client::connect_unix(const std::string& path) {
+  UnixSocket socket(state_->executor);
+  co_await socket.async_connect(asio::local::stream_protocol::endpoint(path), use_awaitable);
+  state_->socket.emplace<UnixSocket>(std::move(socket));
+  start_loops<UnixSocket>(state_);
+}
+
+void Client::send_frame(OutFrame frame) {
+  state_->out.push_back(std::move(frame));
+  state_->writer_wake.try_send(error_code{});
+}
+
+Client::Stream Client::open(json request, std::string body) {
+  if (!request.contains("id")) request["id"] = state_->next_id++;
+  auto pending = std::make_shared<Pending>();
+  pending->id = request["id"];
+  if (state_->open) state_->pending[pending->id.dump()] = pending;
+  send_frame(encode_frame(request, std::move(body)));
+  Stream stream;
+  stream.state_ = state_;
+  stream.pending_ = std::move(pending);
+  return stream;
+}
+
+awaitable<Frame> Client::call(json request, std::string body) {
+  auto stream = open(std::move(request), std::move(body));
+  for (;;) {
+    Frame frame = co_await stream.next();
+    if (stream.done()) co_return frame;
+  }
+}
+
+awaitable<Frame> Client::next_push() {
+  for (;;) {
+    if (!state_->pushes.empty()) {
+      Frame f = std::move(state_->pushes.front());
+      state_->pushes.pop_front();
+      co_return f;
+    }
+    if (!state_->open) throw boost::system::system_error(asio::error::eof, "connection closed");
+    co_await state_->push_wake.async_receive(use_nothrow);
+  }
+}
+
+const json& Client::Stream::id() const noexcept { return pending_->id; }
+
+bool Client::Stream::done() const noexcept { return pending_->done && pending_->frames.empty(); }
+
+awaitable<Frame> Client::Stream::next() {
+  for (;;) {
+    if (!pending_->frames.empty()) {
+      Frame f = std::move(pending_->frames.front());
+      pending_->frames.pop_front();
+      co_return f;
+    }
+    if (pending_->done || !state_->open)
+      throw boost::system::system_error(asio::error::eof, "connection closed before the reply");
+    if (!pending_->wake) pending_->wake = std::make_unique<Signal>(state_->executor, 1);
+    co_await pending_->wake->async_receive(use_nothrow);
+  }
+}
+
+void Client::Stream::send(json fields, std::string body) {
+  fields["id"] = pending_->id;
+  state_->out.push_back(encode_frame(fields, std::move(body)));
+  state_->writer_wake.try_send(error_code{});
+}
+
+std::optional<std::string> error_code_of(const Frame& reply) {
+  if (reply.head.value("ok", false)) return std::nullopt;
+  auto err = reply.head.find("error");
+  if (err != reply.head.end() && err->is_object() && err->contains("code") &&
+      (*err)["code"].is_string())
+    return (*err)["code"].get<std::string>();
+  return std::string("internal");
+}
+
+}  // namespace coserve

@@ -1,0 +1,151 @@
+#include "coserve/frame.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <span>
+
+namespace coserve {
+namespace {
+
+std::uint32_t read_be32(const char* p) noexcept {
+  auto b = reinterpret_cast<const unsigned char*>(p);
+  return (std::uint32_t(b[0]) << 24) | (std::uint32_t(b[1]) << 16) | (std::uint32_t(b[2]) << 8) |
+         std::uint32_t(b[3]);
+}
+
+void write_be32(char* p, std::uint32_t v) noexcept {
+  p[0] = char(v >> 24);
+  p[1] = char(v >> 16);
+  p[2] = char(v >> 8);
+  p[3] = char(v);
+}
+
+json id_of(const json& head) {
+  if (head.is_object()) {
+    auto it = head.find("id");
+    if (it != head.end()) return *it;
+  }
+  return nullptr;
+}
+
+// Parses and validates the JSON part of a frame.
+std::variant<json, DecodeError> parse_head(std::string_view text) {
+  if (text.empty()) return DecodeError{errc::bad_frame, "empty JSON part", nullptr};
+  json head = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (head.is_discarded()) return DecodeError{errc::bad_frame, "JSON part does not parse", nullptr};
+  if (!head.is_object())
+    return DecodeError{errc::bad_frame, "JSON part is not an object", nullptr};
+  return head;
+}
+
+}  // namespace
+
+OutFrame encode_frame(const json& head, std::string body) {
+  auto frame = std::make_shared<EncodedFrame>();
+  // error_handler::replace: a service that puts invalid UTF-8 in a string must not crash us.
+  std::string text = head.dump(-1, ' ', false, json::error_handler_t::replace);
+  frame->head.resize(kFrameHeaderSize + text.size());
+  write_be32(frame->head.data(), static_cast<std::uint32_t>(text.size()));
+  write_be32(frame->head.data() + 4, static_cast<std::uint32_t>(body.size()));
+  std::memcpy(frame->head.data() + kFrameHeaderSize, text.data(), text.size());
+  frame->body = std::move(body);
+  return frame;
+}
+
+DecodeResult decode_whole_frame(std::string_view bytes, const FrameLimits& limits) {
+  if (bytes.size() < kFrameHeaderSize)
+    return DecodeError{errc::bad_frame, "message shorter than a frame header", nullptr};
+  std::uint32_t json_len = read_be32(bytes.data());
+  std::uint32_t body_len = read_be32(bytes.data() + 4);
+  if (std::uint64_t(kFrameHeaderSize) + json_len + body_len != bytes.size())
+    return DecodeError{errc::bad_frame, "frame lengths do not match the message size", nullptr};
+  if (json_len > limits.max_json)
+    return DecodeError{errc::too_large, "JSON part over the limit", nullptr};
+  auto head = parse_head(bytes.substr(kFrameHeaderSize, json_len));
+  if (auto* err = std::get_if<DecodeError>(&head)) return std::move(*err);
+  auto& obj = std::get<json>(head);
+  if (body_len > limits.max_body)
+    return DecodeError{errc::too_large, "body over the limit", id_of(obj)};
+  return Frame{std::move(obj), std::string(bytes.substr(kFrameHeaderSize + json_len))};
+}
+
+DecodeResult decode_json_only(std::string_view text, const FrameLimits& limits) {
+  if (text.size() > limits.max_json)
+    return DecodeError{errc::too_large, "JSON message over the limit", nullptr};
+  auto head = parse_head(text);
+  if (auto* err = std::get_if<DecodeError>(&head)) return std::move(*err);
+  return Frame{std::move(std::get<json>(head)), {}};
+}
+
+std::span<char> FrameDecoder::prepare(std::size_t min_size) {
+  if (begin_ == end_) begin_ = end_ = 0;
+  if (buffer_.size() - end_ < min_size) {
+    // Compact first; grow only when the unread bytes really need the room.
+    if (begin_ > 0) {
+      std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
+      end_ -= begin_;
+      begin_ = 0;
+    }
+    if (buffer_.size() - end_ < min_size) buffer_.resize(end_ + min_size);
+  }
+  return {buffer_.data() + end_, buffer_.size() - end_};
+}
+
+void FrameDecoder::feed(std::string_view bytes) {
+  auto space = prepare(bytes.size());
+  std::memcpy(space.data(), bytes.data(), bytes.size());
+  commit(bytes.size());
+}
+
+void FrameDecoder::shrink() noexcept {
+  if (begin_ == end_) {
+    std::string().swap(buffer_);
+    begin_ = end_ = 0;
+  }
+}
+
+std::optional<DecodeResult> FrameDecoder::next() {
+  if (skip_ > 0) {
+    auto n = static_cast<std::size_t>(std::min<std::uint64_t>(skip_, end_ - begin_));
+    begin_ += n;
+    skip_ -= n;
+    if (skip_ > 0) return std::nullopt;
+  }
+  if (end_ - begin_ < kFrameHeaderSize) return std::nullopt;
+  const char* p = buffer_.data() + begin_;
+  std::uint32_t json_len = read_be32(p);
+  std::uint32_t body_len = read_be32(p + 4);
+  // A JSON part this large means the peer does not speak the protocol (the header of an HTTP
+  // request reads as ~1 GB); nothing after it can be trusted, so the error is fatal.
+  if (json_len > limits_.max_json) {
+    begin_ = end_;
+    return DecodeError{errc::too_large, "JSON part of " + std::to_string(json_len) +
+                                            " bytes is over the limit of " +
+                                            std::to_string(limits_.max_json),
+                       nullptr, /*fatal=*/true};
+  }
+  if (end_ - begin_ < kFrameHeaderSize + json_len) return std::nullopt;
+  std::string_view text(p + kFrameHeaderSize, json_len);
+  if (body_len > limits_.max_body) {
+    // The stream stays parseable: answer with the request's id and discard the body.
+    auto head = parse_head(text);
+    json id = std::holds_alternative<json>(head) ? id_of(std::get<json>(head)) : json(nullptr);
+    begin_ += kFrameHeaderSize + json_len;
+    skip_ = body_len;
+    return DecodeError{errc::too_large,
+                       "body of " + std::to_string(body_len) + " bytes is over the limit of " +
+                           std::to_string(limits_.max_body),
+                       std::move(id)};
+  }
+  std::size_t total = kFrameHeaderSize + json_len + body_len;
+  if (end_ - begin_ < total) {
+    return std::nullopt;
+  }
+  auto head = parse_head(text);
+  std::string body(p + kFrameHeaderSize + json_len, body_len);
+  begin_ += total;
+  if (auto* err = std::get_if<DecodeError>(&head)) return std::move(*err);
+  return Frame{std::move(std::get<json>(head)), std::move(body)};
+}
+
+}  // namespace coserve

@@ -1,0 +1,351 @@
+#include "coserve/session.hpp"
+
+#include <atomic>
+#include <vector>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/this_coro.hpp>
+
+#include "coserve/dispatcher.hpp"
+#include "coserve/log.hpp"
+#include "coserve/metrics.hpp"
+
+namespace coserve {
+namespace {
+
+std::atomic<std::uint64_t> next_session_id{1};
+
+// A batch is one writev; bounded so one huge queue does not pin memory in the iovec.
+constexpr std::size_t kMaxBatchFrames = 64;
+constexpr std::size_t kMaxBatchBytes = 256 * 1024;
+// Frames a client may send ahead for one call (uploads use credit, see docs/protocol.md).
+constexpr std::size_t kMaxInboxBytes = 8 * 1024 * 1024;
+
+}  // namespace
+
+// ---- SessionLink -----------------------------------------------------------------------------
+
+SessionLink::SessionLink(Session* session, asio::any_io_executor executor, std::uint64_t id,
+                         std::string peer)
+    : session_(session), executor_(std::move(executor)), id_(id), peer_(std::move(peer)) {}
+
+void SessionLink::post(OutFrame frame) {
+  asio::post(executor_, [self = this, frame = std::move(frame)]() mutable {
+    if (self->session_) self->session_->push(std::move(frame));
+  });
+}
+
+void SessionLink::close(std::string reason) {
+  asio::post(executor_, [self = this, reason = std::move(reason)]() mutable {
+    if (self->session_) self->session_->shutdown(std::move(reason));
+  });
+}
+
+// ---- Session ---------------------------------------------------------------------------------
+
+Session::Session(std::unique_ptr<Transport> transport, SessionEnv env)
+    : transport_(std::move(transport)),
+      env_(env),
+      link_(std::make_shared<SessionLink>(this, transport_->executor(),
+                                          next_session_id.fetch_add(1), transport_->peer())),
+      calls_done_(transport_->executor(), 1),
+      writer_wake_(transport_->executor(), 1),
+      space_(transport_->executor(), 1),
+      watchdog_timer_(transport_->executor()) {
+  // First call: graceful shutdown; a second one (grace period over) closes outright.
+  registration_ = env_.connections.add(transport_->executor(), [this] {
+    if (stop_requested_) close();
+    else shutdown("server shutting down");
+  });
+  touch();
+}
+
+Session::~Session() { link_->session_ = nullptr; }
+
+awaitable<void> Session::run() {
+  using namespace asio::experimental::awaitable_operators;
+  log::debug("session {} open ({} {})", id(), transport_->kind(), peer());
+  co_await (lifecycle() && write_loop());
+  transport_->close();
+  log::debug("session {} closed", id());
+}
+
+awaitable<void> Session::lifecycle() {
+  using namespace asio::experimental::awaitable_operators;
+  co_await (read_loop() || watchdog());
+  closing_ = true;
+  if (stop_requested_) {
+    push(encode_frame({{"service", "core"}, {"event", "shutdown"}, {"reason", stop_reason_}}));
+  }
+  cancel_all_calls();
+  while (!calls_.empty()) co_await calls_done_.async_receive(use_nothrow);
+  // Everything queued so far (final replies included) is flushed, then the writer ends.
+  queue_closed_ = true;
+  writer_wake_.try_send(error_code{});
+}
+
+awaitable<void> Session::read_loop() {
+  for (;;) {
+    if (queued_bytes_ >= env_.limits.out_queue_bytes) {
+      // The client is not reading its replies: stop reading its requests until it does.
+      if (!co_await wait_for_space()) co_return;
+    }
+    auto item = co_await transport_->read();
+    if (!item) co_return;
+    touch();
+    if (auto* frame = std::get_if<Frame>(&*item)) {
+      env_.metrics.frames_in.inc();
+      on_frame(std::move(*frame));
+    } else {
+      auto& error = std::get<DecodeError>(*item);
+      bool fatal = error.fatal;
+      on_decode_error(std::move(error));
+      if (fatal) co_return;
+    }
+    if (closing_) co_return;
+  }
+}
+
+awaitable<void> Session::write_loop() {
+  std::vector<OutFrame> batch;
+  for (;;) {
+    while (queue_.empty()) {
+      if (queue_closed_ || write_failed_) co_return;
+      co_await writer_wake_.async_receive(use_nothrow);
+    }
+    std::size_t bytes = 0;
+    while (!queue_.empty() && batch.size() < kMaxBatchFrames && bytes < kMaxBatchBytes) {
+      bytes += queue_.front()->size();
+      batch.push_back(std::move(queue_.front()));
+      queue_.pop_front();
+    }
+    write_started_ = std::chrono::steady_clock::now();
+    error_code ec = co_await transport_->write(batch);
+    write_started_.reset();
+    touch();
+    env_.metrics.frames_out.inc(batch.size());
+    queued_bytes_ -= bytes;
+    link_->queued_.store(queued_bytes_, std::memory_order_relaxed);
+    batch.clear();
+    space_.try_send(error_code{});
+    if (ec) {
+      // The peer is gone: stop everything; nothing more can be delivered.
+      write_failed_ = true;
+      for (auto& frame : queue_) queued_bytes_ -= frame->size();
+      queue_.clear();
+      transport_->close();
+      co_return;
+    }
+    if (queue_.empty() && queued_bytes_ == 0 && calls_.empty()) transport_->shrink();
+  }
+}
+
+awaitable<void> Session::watchdog() {
+  using clock = std::chrono::steady_clock;
+  const auto tick = std::min<clock::duration>(
+      std::min(env_.limits.idle_timeout, env_.limits.write_timeout) / 4,
+      std::chrono::seconds(5));
+  for (;;) {
+    if (stop_requested_) co_return;
+    auto now = clock::now();
+    if (write_started_ && now - *write_started_ > env_.limits.write_timeout) {
+      log::info("session {} ({}): write timeout, closing", id(), peer());
+      transport_->close();
+      co_return;
+    }
+    if (calls_.empty() && queue_.empty() && now - last_activity_ > env_.limits.idle_timeout) {
+      log::info("session {} ({}): idle timeout, closing", id(), peer());
+      push(encode_frame({{"service", "core"}, {"event", "shutdown"}, {"reason", "idle timeout"}}));
+      co_return;
+    }
+    watchdog_timer_.expires_after(tick);
+    co_await watchdog_timer_.async_wait(use_nothrow);
+    auto state = co_await asio::this_coro::cancellation_state;
+    if (state.cancelled() != asio::cancellation_type::none) co_return;
+  }
+}
+
+void Session::shutdown(std::string reason) {
+  if (stop_requested_ || closing_) return;
+  stop_requested_ = true;
+  stop_reason_ = std::move(reason);
+  watchdog_timer_.cancel();  // the watchdog sees stop_requested_ and ends the read side
+}
+
+void Session::close() { transport_->close(); }
+
+void Session::push(OutFrame frame) {
+  if (queue_closed_ || write_failed_) return;
+  queued_bytes_ += frame->size();
+  link_->queued_.store(queued_bytes_, std::memory_order_relaxed);
+  queue_.push_back(std::move(frame));
+  writer_wake_.try_send(error_code{});
+}
+
+awaitable<bool> Session::wait_for_space() {
+  while (queued_bytes_ >= env_.limits.out_queue_bytes && !write_failed_ && !queue_closed_) {
+    auto [ec] = co_await space_.async_receive(use_nothrow);
+    if (ec) co_return false;  // cancelled
+  }
+  // Pass the wake-up on: several producers may be waiting.
+  if (queued_bytes_ < env_.limits.out_queue_bytes) space_.try_send(error_code{});
+  co_return !write_failed_ && !queue_closed_;
+}
+
+awaitable<void> Session::push_wait(OutFrame frame) {
+  if (!co_await wait_for_space()) throw Error(errc::cancelled, "connection closed");
+  push(std::move(frame));
+}
+
+void Session::reply_error(const json& id, errc code, std::string message) {
+  env_.dispatcher.count_error(code);
+  push(encode_frame({{"id", id},
+                     {"ok", false},
+                     {"error", {{"code", to_string(code)}, {"message", std::move(message)}}}}));
+}
+
+void Session::on_decode_error(DecodeError error) {
+  log::debug("session {}: {} ({})", id(), to_string(error.code), error.message);
+  reply_error(error.id, error.code, std::move(error.message));
+}
+
+void Session::on_frame(Frame frame) {
+  auto id_it = frame.head.find("id");
+  if (id_it == frame.head.end() || !(id_it->is_number_integer() || id_it->is_string())) {
+    reply_error(nullptr, errc::bad_request, "a request needs an integer or string 'id'");
+    return;
+  }
+  std::string key = id_it->dump();
+  auto service = frame.head.find("service");
+  if (service == frame.head.end()) {
+    // A frame for a call in flight (an upload chunk, an ack).
+    auto it = calls_.find(key);
+    if (it == calls_.end()) {
+      reply_error(*id_it, errc::bad_request, "no request with this id is in flight");
+      return;
+    }
+    auto& state = *it->second;
+    state.inbox_bytes += frame.body.size() + 64;
+    if (state.inbox_bytes > kMaxInboxBytes) {
+      // The client ignored flow control for this call: end the call, keep the connection.
+      state.cancelled = true;
+      state.cancel.emit(asio::cancellation_type::terminal);
+      return;
+    }
+    state.inbox.push_back(std::move(frame));
+    if (state.inbox_ready) state.inbox_ready->try_send(error_code{});
+    return;
+  }
+  auto op = frame.head.find("op");
+  if (!service->is_string() || op == frame.head.end() || !op->is_string()) {
+    reply_error(*id_it, errc::bad_request, "a request needs string fields 'service' and 'op'");
+    return;
+  }
+  if (calls_.contains(key)) {
+    reply_error(*id_it, errc::bad_request, "a request with this id is already in flight");
+    return;
+  }
+  if (calls_.size() >= env_.limits.max_inflight) {
+    reply_error(*id_it, errc::busy, "too many requests in flight on this connection");
+    return;
+  }
+  auto state = std::make_shared<detail::CallState>(*id_it);
+  state->key = key;
+  calls_.emplace(std::move(key), state);
+  auto slot = state->cancel.slot();
+  asio::co_spawn(executor(), run_call(std::move(state), std::move(frame)),
+                 asio::bind_cancellation_slot(slot, [sid = id()](std::exception_ptr e) {
+                   // run_call catches everything; this is the last line of defence.
+                   if (e) log::error("session {}: call ended with an escaped exception", sid);
+                 }));
+}
+
+awaitable<void> Session::run_call(std::shared_ptr<detail::CallState> state, Frame request) {
+  Outcome outcome;
+  {
+    Call call(*this, state, std::move(request));
+    outcome = co_await env_.dispatcher.dispatch(call);
+  }
+  finish_call(*state, std::move(outcome));
+  calls_.erase(state->key);
+  if (calls_.empty()) calls_done_.try_send(error_code{});
+}
+
+void Session::finish_call(const detail::CallState& state, Outcome outcome) {
+  if (outcome.error) {
+    reply_error(state.id, *outcome.error, std::move(outcome.message));
+    return;
+  }
+  json head = std::move(outcome.fields);
+  if (!head.is_object()) head = json{{"result", std::move(head)}};
+  head["id"] = state.id;
+  head["ok"] = true;
+  push(encode_frame(head, std::move(outcome.body)));
+}
+
+bool Session::cancel_call(const json& id) {
+  auto it = calls_.find(id.dump());
+  if (it == calls_.end()) return false;
+  auto& state = *it->second;
+  state.cancelled = true;
+  state.cancel.emit(asio::cancellation_type::terminal);
+  if (state.inbox_ready) state.inbox_ready->try_send(error_code{});
+  return true;
+}
+
+void Session::cancel_all_calls() {
+  // Copy: a cancelled call may finish (and erase itself) synchronously.
+  std::vector<std::shared_ptr<detail::CallState>> calls;
+  for (auto& [key, state] : calls_) calls.push_back(state);
+  for (auto& state : calls) {
+    state->cancelled = true;
+    state->cancel.emit(asio::cancellation_type::terminal);
+    if (state->inbox_ready) state->inbox_ready->try_send(error_code{});
+  }
+}
+
+// ---- Call ------------------------------------------------------------------------------------
+
+Call::Call(Session& session, std::shared_ptr<detail::CallState> state, Frame request)
+    : session_(session), state_(std::move(state)), request_(std::move(request)) {}
+
+Call::~Call() = default;
+
+const json& Call::id() const noexcept { return state_->id; }
+
+std::string_view Call::service() const {
+  return request_.head["service"].get_ref<const std::string&>();
+}
+
+std::string_view Call::op() const { return request_.head["op"].get_ref<const std::string&>(); }
+
+asio::any_io_executor Call::executor() const { return session_.executor(); }
+
+bool Call::cancelled() const noexcept { return state_->cancelled || session_.closing(); }
+
+awaitable<void> Call::emit(std::string_view event, json fields, std::string body) {
+  if (cancelled()) throw Error(errc::cancelled, "cancelled");
+  if (!fields.is_object()) fields = json::object();
+  fields["id"] = state_->id;
+  fields["event"] = event;
+  co_await session_.push_wait(encode_frame(fields, std::move(body)));
+}
+
+awaitable<std::optional<Frame>> Call::receive() {
+  for (;;) {
+    if (!state_->inbox.empty()) {
+      Frame frame = std::move(state_->inbox.front());
+      state_->inbox.pop_front();
+      state_->inbox_bytes -= frame.body.size() + 64;
+      co_return frame;
+    }
+    if (cancelled()) co_return std::nullopt;
+    if (!state_->inbox_ready) state_->inbox_ready = std::make_unique<Signal>(session_.executor(), 1);
+    auto [ec] = co_await state_->inbox_ready->async_receive(use_nothrow);
+    if (ec) co_return std::nullopt;
+  }
+}
+
+}  // namespace coserve

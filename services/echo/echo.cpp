@@ -1,0 +1,62 @@
+#include "echo.hpp"
+
+#include <memory>
+
+#include <boost/asio/write.hpp>
+
+#include "coserve/listeners.hpp"
+
+namespace coserve::echo {
+namespace {
+
+// Big enough for bulk throughput; allocated only once a connection sends something, so idle
+// connections cost no buffer.
+constexpr std::size_t kStreamBuffer = 32 * 1024;
+constexpr std::size_t kMaxDatagram = 64 * 1024;
+
+template <class Socket>
+awaitable<void> echo_stream(Socket socket) {
+  auto [wait_ec] = co_await socket.async_wait(Socket::wait_read, use_nothrow);
+  if (wait_ec) co_return;
+  auto buffer = std::make_unique<char[]>(kStreamBuffer);
+  for (;;) {
+    auto [ec, n] = co_await socket.async_read_some(asio::buffer(buffer.get(), kStreamBuffer),
+                                                   use_nothrow);
+    if (ec) co_return;
+    auto [write_ec, written] =
+        co_await asio::async_write(socket, asio::buffer(buffer.get(), n), use_nothrow);
+    if (write_ec) co_return;
+  }
+}
+
+template <class Socket>
+awaitable<void> echo_datagrams(Socket& socket) {
+  std::vector<char> buffer(kMaxDatagram);
+  typename Socket::endpoint_type sender;
+  for (;;) {
+    auto [ec, n] = co_await socket.async_receive_from(asio::buffer(buffer), sender, use_nothrow);
+    if (ec == asio::error::operation_aborted || !socket.is_open()) co_return;
+    if (ec) continue;  // e.g. ICMP port unreachable from an earlier reply: not our problem
+    if constexpr (std::is_same_v<Socket, asio::local::datagram_protocol::socket>) {
+      if (sender.path().empty()) continue;  // an unbound Unix sender cannot be answered
+    }
+    co_await socket.async_send_to(asio::buffer(buffer.data(), n), sender, use_nothrow);
+  }
+}
+
+}  // namespace
+
+awaitable<Outcome> EchoService::echo(Call& call) {
+  co_return Outcome::ok({{"text", call.get_or<std::string>("text", "")}},
+                        std::move(call.body()));
+}
+
+void EchoService::add_listeners(Listeners& listeners) {
+  listeners.tcp("echo_tcp", &echo_stream<asio::ip::tcp::socket>);
+  listeners.unix_stream("echo_unix", &echo_stream<asio::local::stream_protocol::socket>);
+  listeners.udp("echo_udp", &echo_datagrams<asio::ip::udp::socket>);
+  listeners.unix_datagram("echo_unix_dgram",
+                          &echo_datagrams<asio::local::datagram_protocol::socket>);
+}
+
+}  // namespace coserve::echo
