@@ -1,0 +1,162 @@
+// The frame codec, byte by byte: every split of a stream, limits, garbage.
+#include <catch2/catch.hpp>
+
+#include "coserve/frame.hpp"
+
+using namespace coserve;
+
+namespace {
+
+std::string wire(const OutFrame& f) { return f->head + f->body; }
+
+std::string raw_frame(std::string_view json_text, std::string_view body) {
+  std::string out(8, '\0');
+  auto put = [&](std::size_t at, std::uint32_t v) {
+    out[at] = char(v >> 24);
+    out[at + 1] = char(v >> 16);
+    out[at + 2] = char(v >> 8);
+    out[at + 3] = char(v);
+  };
+  put(0, static_cast<std::uint32_t>(json_text.size()));
+  put(4, static_cast<std::uint32_t>(body.size()));
+  out += json_text;
+  out += body;
+  return out;
+}
+
+std::vector<DecodeResult> drain(FrameDecoder& d) {
+  std::vector<DecodeResult> out;
+  while (auto r = d.next()) out.push_back(std::move(*r));
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("encode writes big-endian lengths, JSON, then body") {
+  auto f = encode_frame({{"id", 1}}, std::string("\x00\x01", 2));
+  auto bytes = wire(f);
+  REQUIRE(bytes.size() == 8 + 8 + 2);
+  CHECK(bytes.substr(0, 8) == std::string("\0\0\0\x08\0\0\0\x02", 8));
+  CHECK(bytes.substr(8, 8) == R"({"id":1})");
+  CHECK(f->json_text() == R"({"id":1})");
+}
+
+TEST_CASE("every split of a two-frame stream decodes to the same frames") {
+  std::string stream = wire(encode_frame({{"id", 1}, {"op", "a"}}, "body-one")) +
+                       wire(encode_frame({{"id", 2}}, "")) +
+                       wire(encode_frame({{"id", 3}, {"x", "y"}}, std::string(300, 'z')));
+  for (std::size_t cut1 = 0; cut1 <= stream.size(); cut1 += 1) {
+    for (std::size_t cut2 = cut1; cut2 <= stream.size(); cut2 += 37) {
+      FrameDecoder d;
+      std::vector<DecodeResult> got;
+      for (auto part : {stream.substr(0, cut1), stream.substr(cut1, cut2 - cut1),
+                        stream.substr(cut2)}) {
+        d.feed(part);
+        for (auto& r : drain(d)) got.push_back(std::move(r));
+      }
+      REQUIRE(got.size() == 3);
+      CHECK(std::get<Frame>(got[0]).head["id"] == 1);
+      CHECK(std::get<Frame>(got[0]).body == "body-one");
+      CHECK(std::get<Frame>(got[1]).body.empty());
+      CHECK(std::get<Frame>(got[2]).body == std::string(300, 'z'));
+      CHECK(d.buffered() == 0);
+    }
+  }
+}
+
+TEST_CASE("one byte at a time") {
+  std::string stream = wire(encode_frame({{"id", "s"}, {"text", "héllo"}}, "abc"));
+  FrameDecoder d;
+  std::size_t frames = 0;
+  for (char c : stream) {
+    d.feed(std::string_view(&c, 1));
+    for (auto& r : drain(d)) {
+      ++frames;
+      CHECK(std::get<Frame>(r).head["text"] == "héllo");
+    }
+  }
+  CHECK(frames == 1);
+}
+
+TEST_CASE("many frames in one read") {
+  std::string stream;
+  for (int i = 0; i < 1000; ++i) stream += wire(encode_frame({{"id", i}}, std::to_string(i)));
+  FrameDecoder d;
+  d.feed(stream);
+  auto got = drain(d);
+  REQUIRE(got.size() == 1000);
+  CHECK(std::get<Frame>(got[999]).body == "999");
+}
+
+TEST_CASE("a body over the limit is reported with the request id and skipped") {
+  FrameDecoder d(FrameLimits{1024, 16});
+  d.feed(raw_frame(R"({"id":9})", std::string(17, 'b')));
+  d.feed(wire(encode_frame({{"id", 10}}, "ok")));
+  auto got = drain(d);
+  REQUIRE(got.size() == 2);
+  auto& err = std::get<DecodeError>(got[0]);
+  CHECK(err.code == errc::too_large);
+  CHECK(err.id == 9);
+  CHECK_FALSE(err.fatal);
+  CHECK(std::get<Frame>(got[1]).body == "ok");
+}
+
+TEST_CASE("a JSON part over the limit is fatal") {
+  FrameDecoder d(FrameLimits{16, 1024});
+  d.feed(raw_frame(R"({"id":1,"pad":"xxxxxxxxxxxxxxxx"})", ""));
+  auto got = drain(d);
+  REQUIRE(got.size() == 1);
+  CHECK(std::get<DecodeError>(got[0]).code == errc::too_large);
+  CHECK(std::get<DecodeError>(got[0]).fatal);
+}
+
+TEST_CASE("an HTTP request on the framed port is garbage, not a 1 GB allocation") {
+  FrameDecoder d;
+  d.feed("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+  auto got = drain(d);
+  REQUIRE(got.size() == 1);
+  CHECK(std::get<DecodeError>(got[0]).fatal);
+}
+
+TEST_CASE("bad JSON, non-objects and empty JSON parts are bad_frame but not fatal") {
+  for (std::string_view text : {"{not json", "[1,2]", "42", "\"s\"", "", "null"}) {
+    FrameDecoder d;
+    d.feed(raw_frame(text, "body"));
+    d.feed(wire(encode_frame({{"id", 1}})));
+    auto got = drain(d);
+    INFO("json part: " << text);
+    REQUIRE(got.size() == 2);
+    CHECK(std::get<DecodeError>(got[0]).code == errc::bad_frame);
+    CHECK_FALSE(std::get<DecodeError>(got[0]).fatal);
+    CHECK(std::get<Frame>(got[1]).head["id"] == 1);
+  }
+}
+
+TEST_CASE("zero-length body and partial header wait for more bytes") {
+  FrameDecoder d;
+  d.feed(std::string("\0\0\0", 3));
+  CHECK_FALSE(d.next());
+  d.feed(std::string("\x02\0\0\0\0{}", 7));
+  auto r = d.next();
+  REQUIRE(r);
+  CHECK(std::get<Frame>(*r).head.is_object());
+}
+
+TEST_CASE("whole-message decoding (WebSocket) checks lengths and limits") {
+  FrameLimits limits{64, 8};
+  CHECK(std::holds_alternative<Frame>(decode_whole_frame(wire(encode_frame({{"id", 1}}, "abc")), limits)));
+  CHECK(std::get<DecodeError>(decode_whole_frame("short", limits)).code == errc::bad_frame);
+  auto extra = wire(encode_frame({{"id", 1}}, "abc")) + "x";
+  CHECK(std::get<DecodeError>(decode_whole_frame(extra, limits)).code == errc::bad_frame);
+  auto big = wire(encode_frame({{"id", 5}}, std::string(9, 'b')));
+  auto err = std::get<DecodeError>(decode_whole_frame(big, limits));
+  CHECK(err.code == errc::too_large);
+  CHECK(err.id == 5);
+  CHECK(std::get<DecodeError>(decode_json_only("[]", limits)).code == errc::bad_frame);
+  CHECK(std::holds_alternative<Frame>(decode_json_only(R"({"id":1})", limits)));
+}
+
+TEST_CASE("invalid UTF-8 from a service is replaced, not thrown") {
+  auto f = encode_frame({{"text", std::string("\xff\xfe")}});
+  CHECK(f->json_text().find("text") != std::string_view::npos);
+}
