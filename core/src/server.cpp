@@ -44,7 +44,9 @@ std::set<std::string, std::less<>> login_required(const Config& config) {
   return names;
 }
 
-SessionLimits session_limits(const Config& config) {
+}  // namespace
+
+SessionLimits session_limits_from(const Config& config) {
   SessionLimits limits;
   limits.out_queue_bytes = config.get<std::size_t>("limits.out_queue_bytes");
   limits.max_inflight = config.get<std::size_t>("limits.max_inflight");
@@ -55,6 +57,13 @@ SessionLimits session_limits(const Config& config) {
     throw ConfigError("limits.idle_timeout_ms and limits.write_timeout_ms must be positive");
   return limits;
 }
+
+FrameLimits frame_limits_from(const Config& config) {
+  return FrameLimits{config.get<std::size_t>("limits.max_json"),
+                     config.get<std::size_t>("limits.max_body")};
+}
+
+namespace {
 
 template <class Socket>
 awaitable<void> serve_framed(SessionEnv env, FrameLimits limits, Socket socket) {
@@ -94,9 +103,8 @@ struct Server::Impl {
                 config.get<std::size_t>("server.blocking_threads")),
         access(AccessPolicy::from_config(config), metrics),
         dispatcher(metrics, login_required(config)),
-        frame_limits{config.get<std::size_t>("limits.max_json"),
-                     config.get<std::size_t>("limits.max_body")},
-        session_limits(coserve::session_limits(config)),
+        frame_limits(frame_limits_from(config)),
+        session_limits(session_limits_from(config)),
         listeners(config, runtime, access, metrics, connections),
         signals(runtime.context(0)),
         grace_timer(runtime.context(0)) {}

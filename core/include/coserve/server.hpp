@@ -100,6 +100,13 @@ class Server {
 // 0 after a clean shutdown, 1 when the server could not start, 2 for usage and config errors.
 int run_main(int argc, char** argv, Registry registry);
 
+// The session and frame limits the config asks for (limits.*), for transports of one's own
+// (the WebSocket bridge builds Sessions with these).
+struct SessionLimits;
+struct FrameLimits;
+SessionLimits session_limits_from(const Config& config);
+FrameLimits frame_limits_from(const Config& config);
+
 // Writes a file atomically: temp file in the same directory, fsync, rename.
 void write_file_atomically(const std::filesystem::path& path, std::string_view content);
 
