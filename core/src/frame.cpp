@@ -97,8 +97,8 @@ void FrameDecoder::feed(std::string_view bytes) {
   commit(bytes.size());
 }
 
-void FrameDecoder::shrink() noexcept {
-  if (begin_ == end_) {
+void FrameDecoder::shrink(std::size_t keep) noexcept {
+  if (begin_ == end_ && buffer_.capacity() > keep) {
     std::string().swap(buffer_);
     begin_ = end_ = 0;
   }

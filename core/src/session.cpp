@@ -138,7 +138,6 @@ awaitable<void> Session::write_loop() {
       transport_->close();
       co_return;
     }
-    if (queue_.empty() && queued_bytes_ == 0 && calls_.empty()) transport_->shrink();
   }
 }
 

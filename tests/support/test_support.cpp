@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -19,7 +20,9 @@ namespace {
 
 using namespace std::chrono_literals;
 
-pid_t spawn(const std::vector<std::string>& args, const std::filesystem::path& stderr_file) {
+pid_t spawn(const std::vector<std::string>& args, const std::filesystem::path& stderr_file,
+            const std::filesystem::path& stdout_file = "/dev/null",
+            const std::filesystem::path& stdin_file = "/dev/null") {
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
@@ -27,7 +30,9 @@ pid_t spawn(const std::vector<std::string>& args, const std::filesystem::path& s
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 2, stderr_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
                                    0644);
-  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, stdout_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                   0644);
+  posix_spawn_file_actions_addopen(&actions, 0, stdin_file.c_str(), O_RDONLY, 0);
   pid_t pid = -1;
   int rc = posix_spawn(&pid, args[0].c_str(), &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
@@ -183,6 +188,21 @@ int run_binary(const std::vector<std::string>& args, std::string* err,
   }
   if (err) *err = slurp(err_file);
   return *status;
+}
+
+ProgramResult run_program(const std::vector<std::string>& argv, const std::string& input,
+                          std::chrono::milliseconds timeout) {
+  TempDir dir;
+  auto in = dir.path() / "stdin", out = dir.path() / "stdout", err = dir.path() / "stderr";
+  std::ofstream(in) << input;
+  pid_t pid = spawn(argv, err, out, in);
+  auto status = wait_exit(pid, timeout);
+  if (!status) {
+    ::kill(pid, SIGKILL);
+    wait_exit(pid, 5s);
+    throw std::runtime_error(argv[0] + " did not exit in time");
+  }
+  return ProgramResult{*status, slurp(out), slurp(err)};
 }
 
 awaitable<void> sleep_for(std::chrono::milliseconds duration) {

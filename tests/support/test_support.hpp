@@ -72,6 +72,15 @@ class ServerProcess {
 int run_binary(const std::vector<std::string>& args, std::string* err = nullptr,
                std::chrono::milliseconds timeout = std::chrono::seconds(15));
 
+// Runs any program to completion with `input` on its stdin; captures stdout and stderr.
+struct ProgramResult {
+  int status = -1;  // exit code, or 128 + signal
+  std::string out;
+  std::string err;
+};
+ProgramResult run_program(const std::vector<std::string>& argv, const std::string& input = {},
+                          std::chrono::milliseconds timeout = std::chrono::seconds(30));
+
 // Path of a binary built by this project ("coserve", "coserve-cli").
 std::filesystem::path binary(const std::string& name);
 

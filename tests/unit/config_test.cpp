@@ -15,7 +15,7 @@ TEST_CASE("defaults hold every listener key of the stable interface") {
     CHECK(c.at(std::string("listeners.") + key).is_string());
 }
 
-TEST_CASE("--set takes strings literally and other types as JSON") {
+TEST_CASE("set overrides take strings literally and other types as JSON") {
   Config c;
   c.set("listeners.framed=127.0.0.1:0");
   CHECK(c.get<std::string>("listeners.framed") == "127.0.0.1:0");

@@ -79,8 +79,9 @@ class FrameDecoder {
   std::optional<DecodeResult> next();
 
   std::size_t buffered() const noexcept { return end_ - begin_; }
-  // Releases buffer memory while idle (many idle connections must stay cheap).
-  void shrink() noexcept;
+  // Releases the buffer when nothing is buffered and it has grown past `keep` bytes. Never call
+  // it while a read into prepare()'s span is pending.
+  void shrink(std::size_t keep) noexcept;
 
  private:
   FrameLimits limits_;

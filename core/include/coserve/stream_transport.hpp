@@ -28,6 +28,8 @@ class StreamTransport final : public Transport {
   awaitable<std::optional<DecodeResult>> read() override {
     for (;;) {
       if (auto item = decoder_.next()) co_return item;
+      // A large frame grew the buffer; give the memory back before waiting again.
+      if (decoder_.buffered() == 0) decoder_.shrink(64 * 1024);
       // Small reads while idle keep idle connections cheap; larger once a frame is streaming in.
       auto space = decoder_.prepare(decoder_.buffered() ? 64 * 1024 : 4096);
       auto [ec, n] = co_await socket_.async_read_some(asio::buffer(space.data(), space.size()),
@@ -55,7 +57,6 @@ class StreamTransport final : public Transport {
     socket_.close(ignored);
   }
 
-  void shrink() override { decoder_.shrink(); }
 
   asio::any_io_executor executor() const override { return executor_; }
   const std::string& peer() const override { return peer_; }

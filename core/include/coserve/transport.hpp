@@ -26,8 +26,6 @@ class Transport {
   virtual awaitable<error_code> write(std::span<const OutFrame> frames) = 0;
   // Closes the connection; pending reads and writes complete with an error.
   virtual void close() = 0;
-  // Releases buffers while idle.
-  virtual void shrink() {}
 
   virtual asio::any_io_executor executor() const = 0;
   virtual const std::string& peer() const = 0;
