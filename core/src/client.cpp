@@ -4,6 +4,7 @@
 #include <variant>
 
 #include <boost/asio/connect.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/experimental/channel.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
@@ -22,7 +23,7 @@ struct Client::Pending {
   std::unique_ptr<Signal> wake;
 };
 
-struct Client::State {
+struct Client::State : std::enable_shared_from_this<Client::State> {
   explicit State(asio::any_io_executor ex, FrameLimits limits)
       : executor(ex), decoder(limits), writer_wake(ex, 1), push_wake(ex, 1) {}
   asio::any_io_executor executor;
@@ -38,11 +39,16 @@ struct Client::State {
 
   void closed() {
     open = false;
-    for (auto& [key, p] : pending)
-      if (p->wake) p->wake->try_send(error_code{});
+    // Wake every waiter from a fresh handler, never inline: closed() may run inside a
+    // destructor or a loop that a woken coroutine would re-enter.
+    auto waiting = std::move(pending);
     pending.clear();
-    push_wake.try_send(error_code{});
-    writer_wake.try_send(error_code{});
+    asio::post(executor, [self = shared_from_this(), waiting = std::move(waiting)] {
+      for (auto& [key, p] : waiting)
+        if (p->wake) p->wake->try_send(error_code{});
+      self->push_wake.try_send(error_code{});
+      self->writer_wake.try_send(error_code{});
+    });
   }
   void close_socket() {
     std::visit(

@@ -55,18 +55,25 @@ awaitable<Outcome> Dispatcher::dispatch(Call& call) {
     co_return Outcome::fail(errc::unauthenticated,
                             "service '" + std::string(call.service()) + "' needs a login");
   ops_total_.find(call.service())->second->inc();
+  // The outcome is set inside the handlers and returned after them: g++ 12 miscompiles a
+  // co_return inside a catch block of a coroutine.
+  Outcome outcome;
   try {
-    co_return co_await service->handle(call.op(), call);
+    outcome = co_await service->handle(call.op(), call);
   } catch (const Error& e) {
-    co_return Outcome::fail(e.code(), e.what());
+    outcome = Outcome::fail(e.code(), e.what());
   } catch (const boost::system::system_error& e) {
-    if (call.cancelled() || e.code() == asio::error::operation_aborted)
-      co_return Outcome::fail(errc::cancelled, "cancelled");
-    log::error("session {} {}.{}: {}", call.session().id(), call.service(), call.op(), e.what());
+    if (call.cancelled() || e.code() == asio::error::operation_aborted) {
+      outcome = Outcome::fail(errc::cancelled, "cancelled");
+    } else {
+      log::error("session {} {}.{}: {}", call.session().id(), call.service(), call.op(), e.what());
+      outcome = Outcome::fail(errc::internal, "internal error");
+    }
   } catch (const std::exception& e) {
     log::error("session {} {}.{}: {}", call.session().id(), call.service(), call.op(), e.what());
+    outcome = Outcome::fail(errc::internal, "internal error");
   }
-  co_return Outcome::fail(errc::internal, "internal error");
+  co_return outcome;
 }
 
 json Dispatcher::describe() const {

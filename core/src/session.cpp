@@ -90,7 +90,8 @@ awaitable<void> Session::read_loop() {
   for (;;) {
     if (queued_bytes_ >= env_.limits.out_queue_bytes) {
       // The client is not reading its replies: stop reading its requests until it does.
-      if (!co_await wait_for_space()) co_return;
+      bool open = co_await wait_for_space();
+      if (!open) co_return;
     }
     auto item = co_await transport_->read();
     if (!item) co_return;
@@ -194,7 +195,8 @@ awaitable<bool> Session::wait_for_space() {
 }
 
 awaitable<void> Session::push_wait(OutFrame frame) {
-  if (!co_await wait_for_space()) throw Error(errc::cancelled, "connection closed");
+  bool open = co_await wait_for_space();
+  if (!open) throw Error(errc::cancelled, "connection closed");
   push(std::move(frame));
 }
 
@@ -254,8 +256,10 @@ void Session::on_frame(Frame frame) {
   state->key = key;
   calls_.emplace(std::move(key), state);
   auto slot = state->cancel.slot();
-  asio::co_spawn(executor(), run_call(std::move(state), std::move(frame)),
-                 asio::bind_cancellation_slot(slot, [sid = id()](std::exception_ptr e) {
+  // The completion handler owns the call state too: the coroutine's cancellation slot points
+  // into state->cancel and is cleared only after the coroutine body has finished.
+  asio::co_spawn(executor(), run_call(state, std::move(frame)),
+                 asio::bind_cancellation_slot(slot, [sid = id(), state](std::exception_ptr e) {
                    // run_call catches everything; this is the last line of defence.
                    if (e) log::error("session {}: call ended with an escaped exception", sid);
                  }));
@@ -329,7 +333,9 @@ awaitable<void> Call::emit(std::string_view event, json fields, std::string body
   if (!fields.is_object()) fields = json::object();
   fields["id"] = state_->id;
   fields["event"] = event;
-  co_await session_.push_wait(encode_frame(fields, std::move(body)));
+  // Named, not a temporary inside the co_await: g++ 12 mishandles such temporaries.
+  auto frame = encode_frame(fields, std::move(body));
+  co_await session_.push_wait(std::move(frame));
 }
 
 awaitable<std::optional<Frame>> Call::receive() {
