@@ -32,13 +32,13 @@ SessionLink::SessionLink(Session* session, asio::any_io_executor executor, std::
     : session_(session), executor_(std::move(executor)), id_(id), peer_(std::move(peer)) {}
 
 void SessionLink::post(OutFrame frame) {
-  asio::post(executor_, [self = this, frame = std::move(frame)]() mutable {
+  asio::post(executor_, [self = shared_from_this(), frame = std::move(frame)]() mutable {
     if (self->session_) self->session_->push(std::move(frame));
   });
 }
 
 void SessionLink::close(std::string reason) {
-  asio::post(executor_, [self = this, reason = std::move(reason)]() mutable {
+  asio::post(executor_, [self = shared_from_this(), reason = std::move(reason)]() mutable {
     if (self->session_) self->session_->shutdown(std::move(reason));
   });
 }

@@ -51,7 +51,7 @@ struct SessionEnv {
 
 // A thread-safe handle to a session, for shared state owned elsewhere (chat rooms). Holding one
 // does not keep the session alive; calls on a closed session do nothing.
-class SessionLink {
+class SessionLink : public std::enable_shared_from_this<SessionLink> {
  public:
   SessionLink(Session* session, asio::any_io_executor executor, std::uint64_t id,
               std::string peer);
