@@ -8,6 +8,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/read.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 
 #include "coserve/client.hpp"
 #include "test_support.hpp"
@@ -24,16 +25,14 @@ tcp::endpoint local(const std::string& port) {
 
 // True when the server closed the connection (EOF or reset) within `within`.
 awaitable<bool> closed_by_peer(tcp::socket& socket, std::chrono::milliseconds within) {
+  using namespace asio::experimental::awaitable_operators;
   asio::steady_timer timer(socket.get_executor(), within);
-  bool closed = false;
   char byte;
-  socket.async_read_some(asio::buffer(&byte, 1), [&](error_code ec, std::size_t) {
-    closed = ec == asio::error::eof || ec == asio::error::connection_reset;
-    timer.cancel();
-  });
-  co_await timer.async_wait(use_nothrow);
-  if (!closed) socket.cancel();
-  co_return closed;
+  auto first = co_await (socket.async_read_some(asio::buffer(&byte, 1), use_nothrow) ||
+                         timer.async_wait(use_nothrow));
+  if (first.index() != 0) co_return false;
+  auto [ec, n] = std::get<0>(first);
+  co_return ec == asio::error::eof || ec == asio::error::connection_reset;
 }
 
 }  // namespace
