@@ -200,11 +200,13 @@ awaitable<void> Session::push_wait(OutFrame frame) {
   push(std::move(frame));
 }
 
-void Session::reply_error(const json& id, errc code, std::string message) {
+void Session::reply_error(const json& id, errc code, std::string message, json details) {
   env_.dispatcher.count_error(code);
-  push(encode_frame({{"id", id},
-                     {"ok", false},
-                     {"error", {{"code", to_string(code)}, {"message", std::move(message)}}}}));
+  // Services may add fields to an error (e.g. retry_after_ms); code and message stay ours.
+  json error = details.is_object() ? std::move(details) : json::object();
+  error["code"] = to_string(code);
+  error["message"] = std::move(message);
+  push(encode_frame({{"id", id}, {"ok", false}, {"error", std::move(error)}}));
 }
 
 void Session::on_decode_error(DecodeError error) {
@@ -278,7 +280,7 @@ awaitable<void> Session::run_call(std::shared_ptr<detail::CallState> state, Fram
 
 void Session::finish_call(const detail::CallState& state, Outcome outcome) {
   if (outcome.error) {
-    reply_error(state.id, *outcome.error, std::move(outcome.message));
+    reply_error(state.id, *outcome.error, std::move(outcome.message), std::move(outcome.fields));
     return;
   }
   json head = std::move(outcome.fields);

@@ -33,7 +33,8 @@ struct CallState;
 }
 
 // The final answer to a request: a reply (fields merged into {"id", "ok": true}) and an
-// optional body, or an error with a code from the closed list.
+// optional body, or an error with a code from the closed list (then `fields` are extra
+// fields of the error object).
 struct Outcome {
   std::optional<errc> error;
   std::string message;
@@ -43,8 +44,9 @@ struct Outcome {
   static Outcome ok(json fields = json::object(), std::string body = {}) {
     return Outcome{std::nullopt, {}, std::move(fields), std::move(body)};
   }
-  static Outcome fail(errc code, std::string message) {
-    return Outcome{code, std::move(message), json::object(), {}};
+  // `details` are extra fields of the error object (e.g. {"retry_after_ms": 500}).
+  static Outcome fail(errc code, std::string message, json details = json::object()) {
+    return Outcome{code, std::move(message), std::move(details), {}};
   }
 };
 

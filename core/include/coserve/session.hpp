@@ -143,7 +143,8 @@ class Session {
   void on_decode_error(DecodeError error);
   awaitable<void> run_call(std::shared_ptr<detail::CallState> state, Frame request);
   void finish_call(const detail::CallState& state, Outcome outcome);
-  void reply_error(const json& id, errc code, std::string message);
+  void reply_error(const json& id, errc code, std::string message,
+                   json details = json::object());
   awaitable<bool> wait_for_space();
   void cancel_all_calls();
   void touch() noexcept { last_activity_ = std::chrono::steady_clock::now(); }
