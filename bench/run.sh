@@ -1,0 +1,293 @@
+#!/usr/bin/env bash
+# Runs the coserve benchmark end to end and prints a markdown report:
+#   bench/run.sh
+# It builds the release preset (incrementally), starts coserve and the epoll-echo baseline on
+# loopback ports the kernel picks, runs every scenario with coserve-bench, prints the results
+# and target checks, and stops every process it started. See bench/README.md.
+#
+# Knobs (environment):
+#   BENCH_DURATION=10 BENCH_WARMUP=1     measured / warm-up seconds of each ping-pong run
+#   BENCH_CONNS=50 BENCH_SIZE=64         ping-pong connections and message size (bytes)
+#   BENCH_BULK_CONNS=4 BENCH_BULK_BYTES=256M
+#   BENCH_IDLE_CONNS=10000 BENCH_IDLE_HOLD=3
+#   BENCH_THREADS=1                      load generator threads
+#   BENCH_SCENARIOS="raw_pingpong framed_pingpong bulk idle"
+#   BENCH_SERVER_CPUS= BENCH_CLIENT_CPUS=  taskset CPU lists to pin servers / generator
+#   BENCH_COSERVE_ARGS=                  extra coserve flags, e.g. "--set some.key=value"
+#   BENCH_BUILD=1                        0: use the binaries as they are
+#   BENCH_BIN_DIR=build/release/bin      where coserve, coserve-bench and epoll-echo are
+#   BENCH_OUT=build/bench                where results-*.jsonl and report-*.md are kept
+#   BENCH_STRICT=0                       1: exit non-zero when a target is missed
+#
+# Adding a scenario: write a function scenario_NAME that calls run_bench (and add_check for its
+# targets), add NAME to the default BENCH_SCENARIOS, and turn on the coserve listener it needs
+# in coserve_listeners below.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+DURATION=${BENCH_DURATION:-10}
+WARMUP=${BENCH_WARMUP:-1}
+CONNS=${BENCH_CONNS:-50}
+SIZE=${BENCH_SIZE:-64}
+BULK_CONNS=${BENCH_BULK_CONNS:-4}
+BULK_BYTES=${BENCH_BULK_BYTES:-256M}
+IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
+IDLE_HOLD=${BENCH_IDLE_HOLD:-3}
+THREADS=${BENCH_THREADS:-1}
+SCENARIOS=${BENCH_SCENARIOS:-raw_pingpong framed_pingpong bulk idle}
+BIN_DIR=${BENCH_BIN_DIR:-$root/build/release/bin}
+OUT_DIR=${BENCH_OUT:-$root/build/bench}
+
+# Listeners coserve starts with; an empty value turns one off. Port 0: the kernel picks.
+coserve_listeners=(
+  --set listeners.framed=127.0.0.1:0
+  --set listeners.echo_tcp=127.0.0.1:0
+  --set listeners.echo_udp=127.0.0.1:0
+  --set listeners.http=
+  --set listeners.chat_line=
+  --set listeners.echo_unix=
+  --set listeners.echo_unix_dgram=
+)
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/coserve-bench.XXXXXX")
+results=$work/results.jsonl
+started_pids=()  # every background process we started, stopped on exit
+checks=()        # --check specs for the report table
+failed_runs=0
+coserve_pid=
+epoll_pid=
+epoll_addr=
+
+log() { echo "run.sh: $*" >&2; }
+die() {
+  log "$*"
+  exit 1
+}
+
+# Stops one process we started: TERM, then KILL if it has not gone within 5 s.
+stop_pid() {
+  local pid=$1
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 50); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  forget_pid "$pid"
+}
+
+# Drops a pid that has been reaped from started_pids, so cleanup never signals a recycled pid.
+forget_pid() {
+  local kept=() p
+  for p in "${started_pids[@]}"; do [ "$p" = "$1" ] || kept+=("$p"); done
+  started_pids=("${kept[@]}")
+}
+
+cleanup() {
+  local status=$? i
+  # Newest first: the generator goes before the servers it is loading.
+  for ((i = ${#started_pids[@]} - 1; i >= 0; i--)); do stop_pid "${started_pids[i]}"; done
+  if [ "$status" -ne 0 ] && [ -f "$work/coserve.log" ]; then
+    log "last lines of the coserve log:"
+    tail -n 20 "$work/coserve.log" >&2 || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM  # leave through the EXIT trap
+
+# Optional CPU pinning, as a command prefix.
+pin() {
+  if [ -n "$1" ]; then echo "taskset -c $1"; fi
+}
+
+build() {
+  if [ "${BENCH_BUILD:-1}" = 0 ]; then return 0; fi
+  (
+    cd "$root"
+    [ -f build/release/CMakeCache.txt ] || cmake --preset release
+    cmake --build --preset release --target coserve coserve-bench epoll-echo
+  )
+}
+
+check_binaries() {
+  local b
+  for b in coserve coserve-bench epoll-echo; do
+    [ -x "$BIN_DIR/$b" ] || die "missing $BIN_DIR/$b (build the release preset, or set BENCH_BIN_DIR)"
+  done
+}
+
+# wait_for_file FILE PID SECONDS: until FILE is non-empty; fails early if PID has exited.
+wait_for_file() {
+  local file=$1 pid=$2 tries=$(($3 * 10))
+  while [ "$tries" -gt 0 ]; do
+    [ -s "$file" ] && return 0
+    kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.1
+    tries=$((tries - 1))
+  done
+  return 1
+}
+
+# coserve_addr NAME: the bound address of listener NAME from the ready file (jq-free: the
+# file is one flat JSON object of string values).
+coserve_addr() {
+  local addr
+  addr=$(tr -d '\n' <"$work/ready.json" | sed -n "s/.*\"$1\"[[:space:]]*:[[:space:]]*\"\([^\"]*\)\".*/\1/p")
+  [ -n "$addr" ] || die "listener $1 is not in the ready file: $(cat "$work/ready.json")"
+  echo "$addr"
+}
+
+start_coserve() {
+  rm -rf "$work/data" "$work/ready.json"
+  mkdir -p "$work/data"
+  # shellcheck disable=SC2086 # BENCH_COSERVE_ARGS is a list of words on purpose
+  $(pin "${BENCH_SERVER_CPUS:-}") "$BIN_DIR/coserve" --data-dir "$work/data" --ready-file "$work/ready.json" \
+    "${coserve_listeners[@]}" ${BENCH_COSERVE_ARGS:-} >"$work/coserve.log" 2>&1 &
+  coserve_pid=$!
+  started_pids+=("$coserve_pid")
+  wait_for_file "$work/ready.json" "$coserve_pid" 30 || die "coserve did not write its ready file"
+  log "coserve (pid $coserve_pid) ready: $(tr -d '\n' <"$work/ready.json")"
+}
+
+stop_coserve() {
+  [ -n "$coserve_pid" ] || return 0
+  stop_pid "$coserve_pid"
+  coserve_pid=
+}
+
+start_epoll() {
+  rm -f "$work/epoll.port"
+  $(pin "${BENCH_SERVER_CPUS:-}") "$BIN_DIR/epoll-echo" 0 >"$work/epoll.port" 2>"$work/epoll.log" &
+  epoll_pid=$!
+  started_pids+=("$epoll_pid")
+  wait_for_file "$work/epoll.port" "$epoll_pid" 10 || die "epoll-echo did not start: $(cat "$work/epoll.log")"
+  epoll_addr=127.0.0.1:$(head -n 1 "$work/epoll.port")
+  log "epoll-echo (pid $epoll_pid) on $epoll_addr"
+}
+
+stop_epoll() {
+  [ -n "$epoll_pid" ] || return 0
+  stop_pid "$epoll_pid"
+  epoll_pid=
+}
+
+# run_bench NAME SCENARIO TARGET [coserve-bench options...]: one measured run, appended to the
+# results. A run that reports errors is counted and the rest of the benchmark goes on.
+run_bench() {
+  local name=$1 scenario=$2 target=$3 pid status=0
+  shift 3
+  log "$name: $scenario against $target"
+  # In the background and waited for, so a TERM or Ctrl-C reaches the trap at once (bash
+  # defers traps while a foreground child runs) and cleanup stops the generator too.
+  # shellcheck disable=SC2046 # pin prints nothing or a command prefix
+  $(pin "${BENCH_CLIENT_CPUS:-}") "$BIN_DIR/coserve-bench" "$scenario" --target "$target" --name "$name" \
+    --threads "$THREADS" --results "$results" "$@" &
+  pid=$!
+  started_pids+=("$pid")
+  wait "$pid" || status=$?
+  forget_pid "$pid"
+  if [ "$status" -ne 0 ]; then
+    failed_runs=$((failed_runs + 1))
+    log "$name reported errors (exit status $status)"
+  fi
+}
+
+# add_check 'TITLE|A/B:METRIC>=X' or 'TITLE|A:METRIC<=X' (see coserve-bench --help).
+add_check() { checks+=(--check "$1"); }
+
+pingpong_args() { echo --conns "$CONNS" --size "$SIZE" --duration "$DURATION" --warmup "$WARMUP"; }
+
+# ---- scenarios ----------------------------------------------------------------------------
+
+# Scenarios read coserve addresses into a variable first: a failing $(...) inside a command's
+# arguments would not stop the script under set -e.
+
+scenario_raw_pingpong() {
+  local echo_tcp
+  echo_tcp=$(coserve_addr echo_tcp)
+  # shellcheck disable=SC2046
+  run_bench epoll-raw raw-pingpong "$epoll_addr" $(pingpong_args)
+  # shellcheck disable=SC2046
+  run_bench coserve-raw raw-pingpong "$echo_tcp" $(pingpong_args)
+  add_check "raw echo ping-pong, coserve / epoll|coserve-raw/epoll-raw:msgs_per_s>=0.90"
+}
+
+scenario_framed_pingpong() {
+  local framed
+  framed=$(coserve_addr framed)
+  # shellcheck disable=SC2046
+  run_bench coserve-framed framed-pingpong "$framed" $(pingpong_args)
+  add_check "framed echo / raw echo (coserve)|coserve-framed/coserve-raw:msgs_per_s>=0.75"
+}
+
+scenario_bulk() {
+  local echo_tcp
+  echo_tcp=$(coserve_addr echo_tcp)
+  run_bench epoll-bulk bulk "$epoll_addr" --conns "$BULK_CONNS" --bytes "$BULK_BYTES"
+  run_bench coserve-bulk bulk "$echo_tcp" --conns "$BULK_CONNS" --bytes "$BULK_BYTES"
+  add_check "raw echo bulk, coserve / epoll|coserve-bulk/epoll-bulk:mb_per_s>=0.90"
+}
+
+scenario_idle() {
+  # Fresh servers, so the RSS baseline holds no buffers left over from the runs before.
+  local echo_tcp
+  stop_coserve
+  start_coserve
+  echo_tcp=$(coserve_addr echo_tcp)
+  run_bench coserve-idle idle "$echo_tcp" --conns "$IDLE_CONNS" --hold "$IDLE_HOLD" \
+    --server-pid "$coserve_pid"
+  stop_epoll
+  start_epoll
+  run_bench epoll-idle idle "$epoll_addr" --conns "$IDLE_CONNS" --hold "$IDLE_HOLD" --server-pid "$epoll_pid"
+  add_check "idle connection, coserve KiB RSS each|coserve-idle:kib_per_conn<=10"
+}
+
+# ---- report -------------------------------------------------------------------------------
+
+machine_line() {
+  local cpu
+  cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
+  echo "$(nproc) CPUs (${cpu:-unknown CPU}), $(uname -sr), $(grep -m1 MemTotal /proc/meminfo | awk '{printf "%.0f GiB RAM", $2/1048576}')"
+}
+
+report() {
+  local commit stamp
+  commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo "uncommitted")
+  stamp=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  echo "## coserve benchmark, $stamp, commit $commit"
+  echo
+  echo "Settings: ping-pong ${CONNS} conns x ${SIZE} B for ${DURATION} s (+${WARMUP} s warm-up);" \
+    "bulk ${BULK_BYTES} over ${BULK_CONNS} conns; idle ${IDLE_CONNS} conns held ${IDLE_HOLD} s;" \
+    "generator threads ${THREADS}${BENCH_SERVER_CPUS:+; servers on CPUs $BENCH_SERVER_CPUS}${BENCH_CLIENT_CPUS:+; generator on CPUs $BENCH_CLIENT_CPUS}."
+  echo
+  local strict=()
+  [ "${BENCH_STRICT:-0}" = 1 ] && strict=(--strict)
+  "$BIN_DIR/coserve-bench" table --results "$results" --machine "$(machine_line)" "${checks[@]}" "${strict[@]}"
+}
+
+main() {
+  build
+  check_binaries
+  start_coserve
+  start_epoll
+  local s
+  for s in $SCENARIOS; do
+    declare -F "scenario_$s" >/dev/null || die "unknown scenario $s"
+    "scenario_$s"
+  done
+
+  mkdir -p "$OUT_DIR"
+  local stamp status=0
+  stamp=$(date +%Y%m%d-%H%M%S)
+  cp "$results" "$OUT_DIR/results-$stamp.jsonl"
+  echo
+  report | tee "$OUT_DIR/report-$stamp.md" || status=$?
+  log "results kept in $OUT_DIR/results-$stamp.jsonl and report-$stamp.md"
+  [ "$failed_runs" -eq 0 ] || die "$failed_runs run(s) reported errors (see above)"
+  return "$status"
+}
+
+main "$@"

@@ -1,0 +1,358 @@
+#include "files/file_ops.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>  // renameat2
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <nlohmann/json.hpp>
+
+#include "coserve/error.hpp"
+
+namespace coserve::files {
+namespace {
+
+constexpr std::size_t kReadChunk = 1024 * 1024;
+
+std::string type_of(mode_t mode) {
+  if (S_ISREG(mode)) return "file";
+  if (S_ISDIR(mode)) return "dir";
+  if (S_ISLNK(mode)) return "symlink";
+  return "other";
+}
+
+EntryInfo info_from(std::string name, const struct stat& st) {
+  return EntryInfo{std::move(name), type_of(st.st_mode),
+                   S_ISREG(st.st_mode) ? static_cast<std::uint64_t>(st.st_size) : 0,
+                   static_cast<std::int64_t>(st.st_mtim.tv_sec)};
+}
+
+// fstatat without following a symlink in the last component; nullopt when it does not exist.
+std::optional<struct stat> lstat_at(int dir, const std::string& name, const std::string& shown) {
+  struct stat st {};
+  if (::fstatat(dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) return st;
+  if (errno == ENOENT) return std::nullopt;
+  throw_errno(errno, shown);
+}
+
+void fsync_dir(int dir, const std::string& shown) {
+  UniqueFd fd(::openat(dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd || ::fsync(fd.get()) != 0) throw_errno(errno, shown);
+}
+
+void write_all_at(int fd, std::string_view data, std::uint64_t offset, const std::string& shown) {
+  while (!data.empty()) {
+    auto n = ::pwrite(fd, data.data(), data.size(), static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno(errno, shown);
+    data.remove_prefix(static_cast<std::size_t>(n));
+    offset += static_cast<std::uint64_t>(n);
+  }
+}
+
+// Reads up to `max` bytes at `offset`; fewer only at the end of the file.
+std::string read_at(int fd, std::size_t max, std::uint64_t offset, const std::string& shown) {
+  std::string out(max, '\0');
+  std::size_t got = 0;
+  while (got < max) {
+    auto n = ::pread(fd, out.data() + got, max - got, static_cast<off_t>(offset + got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno(errno, shown);
+    if (n == 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  out.resize(got);
+  return out;
+}
+
+// Hashes [0, length) of `fd` into `sha`.
+void hash_prefix(int fd, std::uint64_t length, Sha256& sha, const std::string& shown) {
+  std::uint64_t done = 0;
+  while (done < length) {
+    auto chunk =
+        read_at(fd, static_cast<std::size_t>(std::min<std::uint64_t>(kReadChunk, length - done)),
+                done, shown);
+    if (chunk.empty()) throw Error(errc::internal, shown + ": file shrank while reading");
+    sha.update(chunk);
+    done += chunk.size();
+  }
+}
+
+// Removes `name` in `dir` and everything below it, never following a symlink. Returns the bytes
+// of regular files removed.
+std::uint64_t remove_tree(int dir, const std::string& name, const std::string& shown) {
+  auto st = lstat_at(dir, name, shown);
+  if (!st) return 0;
+  if (!S_ISDIR(st->st_mode)) {
+    if (::unlinkat(dir, name.c_str(), 0) != 0) throw_errno(errno, shown);
+    return S_ISREG(st->st_mode) ? static_cast<std::uint64_t>(st->st_size) : 0;
+  }
+  int fd = ::openat(dir, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) throw_errno(errno, shown);
+  DIR* listing = ::fdopendir(fd);
+  if (!listing) {
+    int err = errno;
+    ::close(fd);
+    throw_errno(err, shown);
+  }
+  std::vector<std::string> children;
+  while (auto* entry = ::readdir(listing)) {
+    std::string child = entry->d_name;
+    if (child != "." && child != "..") children.push_back(std::move(child));
+  }
+  std::uint64_t freed = 0;
+  try {
+    for (auto& child : children) freed += remove_tree(::dirfd(listing), child, shown);
+  } catch (...) {
+    ::closedir(listing);
+    throw;
+  }
+  ::closedir(listing);
+  if (::unlinkat(dir, name.c_str(), AT_REMOVEDIR) != 0) throw_errno(errno, shown);
+  return freed;
+}
+
+}  // namespace
+
+std::string partial_name_for(const std::string& leaf) {
+  return std::string(kPartialPrefix) + sha256_hex(leaf).substr(0, 32) +
+         std::string(kPartialDataSuffix);
+}
+
+EntryInfo stat_path(const Jail& jail, const std::string& path) {
+  struct stat st {};
+  if (path == "/") {
+    if (::fstat(jail.home_fd(), &st) != 0) throw_errno(errno, path);
+    return info_from("/", st);
+  }
+  auto [dir, leaf] = jail.open_parent(path);
+  auto found = lstat_at(dir.get(), leaf, path);
+  if (!found) throw Error(errc::not_found, path + ": no such file or directory");
+  return info_from(leaf, *found);
+}
+
+std::vector<EntryInfo> list_dir(const Jail& jail, const std::string& path, std::size_t max_entries,
+                                bool& truncated) {
+  UniqueFd fd = jail.open(path, O_RDONLY | O_DIRECTORY);
+  DIR* listing = ::fdopendir(fd.get());
+  if (!listing) throw_errno(errno, path);
+  fd.release();  // owned by `listing` now
+  std::vector<EntryInfo> entries;
+  while (auto* entry = ::readdir(listing)) {
+    std::string name = entry->d_name;
+    if (name == "." || name == ".." || is_reserved_name(name)) continue;
+    struct stat st {};
+    if (::fstatat(::dirfd(listing), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    entries.push_back(info_from(std::move(name), st));
+  }
+  ::closedir(listing);
+  std::sort(entries.begin(), entries.end(),
+            [](const EntryInfo& a, const EntryInfo& b) { return a.name < b.name; });
+  truncated = entries.size() > max_entries;
+  if (truncated) entries.resize(max_entries);
+  return entries;
+}
+
+void require_directory(const Jail& jail, const std::string& path) {
+  jail.open(path, O_PATH | O_DIRECTORY);
+}
+
+void make_dir(const Jail& jail, const std::string& path, bool parents) {
+  if (path == "/") {
+    if (parents) return;
+    throw Error(errc::exists, "/: already exists");
+  }
+  if (!parents) {
+    auto [dir, leaf] = jail.open_parent(path);
+    if (::mkdirat(dir.get(), leaf.c_str(), 0755) != 0) throw_errno(errno, path);
+    return;
+  }
+  // Each prefix in turn: "/a", "/a/b", ...; an existing directory is fine, anything else is not.
+  std::size_t next = 1;
+  for (;;) {
+    auto slash = path.find('/', next);
+    std::string prefix = path.substr(0, slash);
+    auto [dir, leaf] = jail.open_parent(prefix);
+    if (::mkdirat(dir.get(), leaf.c_str(), 0755) != 0) {
+      if (errno != EEXIST) throw_errno(errno, prefix);
+      auto st = lstat_at(dir.get(), leaf, prefix);
+      if (st && !S_ISDIR(st->st_mode) && !S_ISLNK(st->st_mode))
+        throw Error(errc::exists, prefix + ": exists and is not a directory");
+      // A symlink is fine only where the jail lets us through it to a directory.
+      if (st && S_ISLNK(st->st_mode)) jail.open(prefix, O_PATH | O_DIRECTORY);
+    }
+    if (slash == std::string::npos) return;
+    next = slash + 1;
+  }
+}
+
+std::uint64_t remove_path(const Jail& jail, const std::string& path, bool recursive) {
+  auto [dir, leaf] = jail.open_parent(path);
+  auto st = lstat_at(dir.get(), leaf, path);
+  if (!st) throw Error(errc::not_found, path + ": no such file or directory");
+  if (S_ISDIR(st->st_mode)) {
+    if (recursive) return remove_tree(dir.get(), leaf, path);
+    if (::unlinkat(dir.get(), leaf.c_str(), AT_REMOVEDIR) != 0) throw_errno(errno, path);
+    return 0;
+  }
+  if (::unlinkat(dir.get(), leaf.c_str(), 0) != 0) throw_errno(errno, path);
+  return S_ISREG(st->st_mode) ? static_cast<std::uint64_t>(st->st_size) : 0;
+}
+
+std::uint64_t move_path(const Jail& jail, const std::string& from, const std::string& to,
+                        bool overwrite) {
+  auto [from_dir, from_leaf] = jail.open_parent(from);
+  auto [to_dir, to_leaf] = jail.open_parent(to);
+  if (!lstat_at(from_dir.get(), from_leaf, from))
+    throw Error(errc::not_found, from + ": no such file or directory");
+  std::uint64_t replaced = 0;
+  if (auto target = lstat_at(to_dir.get(), to_leaf, to)) {
+    if (!overwrite) throw Error(errc::exists, to + ": already exists");
+    if (S_ISREG(target->st_mode)) replaced = static_cast<std::uint64_t>(target->st_size);
+  }
+  if (::renameat2(from_dir.get(), from_leaf.c_str(), to_dir.get(), to_leaf.c_str(),
+                  overwrite ? 0 : RENAME_NOREPLACE) != 0)
+    throw_errno(errno, from + " → " + to);
+  return from == to ? 0 : replaced;
+}
+
+Digest hash_file(const Jail& jail, const std::string& path) {
+  FileReader reader(jail, path, 0);
+  while (!reader.read(kReadChunk).empty()) {
+  }
+  return reader.finish();
+}
+
+FileReader::FileReader(const Jail& jail, const std::string& path, std::uint64_t offset) {
+  // O_NONBLOCK: opening a FIFO someone planted must not hang a pool thread.
+  fd_ = jail.open(path, O_RDONLY | O_NONBLOCK);
+  struct stat st {};
+  if (::fstat(fd_.get(), &st) != 0) throw_errno(errno, path);
+  if (!S_ISREG(st.st_mode)) throw Error(errc::bad_request, path + ": not a regular file");
+  size_ = static_cast<std::uint64_t>(st.st_size);
+  if (offset > size_) throw Error(errc::bad_request, "offset is past the end of the file");
+  hash_prefix(fd_.get(), offset, sha_, path);
+  position_ = offset;
+}
+
+std::string FileReader::read(std::size_t max_bytes) {
+  // Stop at the size seen at open: the digest then describes exactly the bytes sent.
+  auto want = static_cast<std::size_t>(std::min<std::uint64_t>(max_bytes, size_ - position_));
+  if (want == 0) return {};
+  std::string chunk = read_at(fd_.get(), want, position_, "file");
+  sha_.update(chunk);
+  position_ += chunk.size();
+  if (chunk.size() < want) size_ = position_;  // the file shrank under us
+  return chunk;
+}
+
+Digest FileReader::finish() { return Digest{position_, sha_.hex_final()}; }
+
+// --- PartialUpload ----------------------------------------------------------------------------
+
+PartialUpload::PartialUpload(const Jail& jail, const std::string& path, std::uint64_t size,
+                             std::string sha256, bool overwrite, std::uint64_t& freed)
+    : size_(size), sha256_(std::move(sha256)), overwrite_(overwrite) {
+  std::tie(dir_, leaf_) = jail.open_parent(path);
+  partial_ = partial_name_for(leaf_);
+  meta_ = partial_.substr(0, partial_.size() - kPartialDataSuffix.size()) + ".meta";
+  if (auto target = lstat_at(dir_.get(), leaf_, path)) {
+    if (S_ISDIR(target->st_mode)) throw Error(errc::bad_request, path + ": is a directory");
+    if (!overwrite_) throw Error(errc::exists, path + ": already exists");
+  }
+
+  // Resume only when the metadata names the same file (name, size, digest) and the partial is
+  // not longer than the announced size.
+  bool matches = false;
+  if (UniqueFd meta{::openat(dir_.get(), meta_.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC)}) {
+    std::string text = read_at(meta.get(), 4096, 0, path);
+    auto doc = nlohmann::json::parse(text, nullptr, false);
+    matches = doc.is_object() && doc.value("name", "") == leaf_ &&
+              doc.value("size", std::uint64_t{0}) == size_ && doc.value("sha256", "") == sha256_;
+  }
+  if (matches) {
+    fd_ = UniqueFd(::openat(dir_.get(), partial_.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
+    struct stat st {};
+    if (fd_ && ::fstat(fd_.get(), &st) == 0 && S_ISREG(st.st_mode) &&
+        static_cast<std::uint64_t>(st.st_size) <= size_) {
+      offset_ = static_cast<std::uint64_t>(st.st_size);
+      hash_prefix(fd_.get(), offset_, sha_, path);
+      resumed_ = true;
+      return;
+    }
+    fd_ = UniqueFd();
+  }
+
+  // A fresh start: drop whatever partial was there (another file's, or a torn one).
+  if (auto old = lstat_at(dir_.get(), partial_, path)) {
+    if (S_ISREG(old->st_mode)) freed += static_cast<std::uint64_t>(old->st_size);
+    if (::unlinkat(dir_.get(), partial_.c_str(), 0) != 0 && errno != ENOENT)
+      throw_errno(errno, path);
+  }
+  ::unlinkat(dir_.get(), meta_.c_str(), 0);
+  fd_ = UniqueFd(::openat(dir_.get(), partial_.c_str(),
+                          O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
+  if (!fd_) throw_errno(errno, path);
+
+  // The metadata goes in durably (temp + fsync + rename) so a crash never leaves a half one.
+  std::string tmp = meta_ + ".tmp";
+  std::string text =
+      nlohmann::json{{"name", leaf_}, {"size", size_}, {"sha256", sha256_}}.dump() + "\n";
+  {
+    UniqueFd out(::openat(dir_.get(), tmp.c_str(),
+                          O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644));
+    if (!out) throw_errno(errno, path);
+    write_all_at(out.get(), text, 0, path);
+    if (::fsync(out.get()) != 0) throw_errno(errno, path);
+  }
+  if (::renameat(dir_.get(), tmp.c_str(), dir_.get(), meta_.c_str()) != 0) throw_errno(errno, path);
+  fsync_dir(dir_.get(), path);
+}
+
+PartialUpload::~PartialUpload() = default;
+
+void PartialUpload::write(std::string_view data) {
+  if (data.size() > size_ - offset_)
+    throw Error(errc::bad_request, "more data than the announced size");
+  write_all_at(fd_.get(), data, offset_, leaf_);
+  sha_.update(data);
+  offset_ += data.size();
+}
+
+PartialUpload::Result PartialUpload::finish() {
+  Result result;
+  if (::fsync(fd_.get()) != 0) throw_errno(errno, leaf_);
+  result.actual_sha256 = sha_.hex_final();
+  if (result.actual_sha256 != sha256_) {
+    result.freed = discard();
+    return result;
+  }
+  if (overwrite_) {
+    if (auto target = lstat_at(dir_.get(), leaf_, leaf_); target && S_ISREG(target->st_mode))
+      result.freed = static_cast<std::uint64_t>(target->st_size);
+  }
+  if (::renameat2(dir_.get(), partial_.c_str(), dir_.get(), leaf_.c_str(),
+                  overwrite_ ? 0 : RENAME_NOREPLACE) != 0)
+    throw_errno(errno, leaf_);
+  // The metadata goes after the rename: a crash in between leaves a stray metadata file, which
+  // a later put ignores because no partial goes with it.
+  ::unlinkat(dir_.get(), meta_.c_str(), 0);
+  fsync_dir(dir_.get(), leaf_);
+  result.verified = true;
+  return result;
+}
+
+std::uint64_t PartialUpload::discard() {
+  std::uint64_t bytes = 0;
+  struct stat st {};
+  if (fd_ && ::fstat(fd_.get(), &st) == 0) bytes = static_cast<std::uint64_t>(st.st_size);
+  ::unlinkat(dir_.get(), partial_.c_str(), 0);
+  ::unlinkat(dir_.get(), meta_.c_str(), 0);
+  fd_ = UniqueFd();
+  return bytes;
+}
+
+}  // namespace coserve::files

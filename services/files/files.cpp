@@ -1,0 +1,332 @@
+#include "files/files.hpp"
+
+#include <algorithm>
+#include <cctype>
+
+#include "auth/auth.hpp"
+#include "coserve/dispatcher.hpp"
+#include "coserve/log.hpp"
+#include "coserve/metrics.hpp"
+#include "coserve/runtime.hpp"
+#include "coserve/session.hpp"
+#include "files/file_ops.hpp"
+
+namespace coserve::files {
+
+// Per session: whose jail is open and where they are in it.
+struct FilesSession {
+  std::string user;
+  std::shared_ptr<const Jail> jail;
+  std::string cwd = "/";
+  std::uint64_t quota = 0;
+};
+
+namespace {
+
+json to_json(const EntryInfo& e) {
+  return {{"name", e.name}, {"type", e.type}, {"size", e.size}, {"mtime", e.mtime}};
+}
+
+// Marks an upload target busy for the life of the guard.
+class UploadSlot {
+ public:
+  UploadSlot(std::mutex& mutex, std::set<std::string>& set, std::string key)
+      : mutex_(mutex), set_(set), key_(std::move(key)) {
+    std::lock_guard lock(mutex_);
+    taken_ = set_.insert(key_).second;
+  }
+  ~UploadSlot() {
+    if (!taken_) return;
+    std::lock_guard lock(mutex_);
+    set_.erase(key_);
+  }
+  UploadSlot(const UploadSlot&) = delete;
+  UploadSlot& operator=(const UploadSlot&) = delete;
+  bool taken() const noexcept { return taken_; }
+
+ private:
+  std::mutex& mutex_;
+  std::set<std::string>& set_;
+  std::string key_;
+  bool taken_ = false;
+};
+
+}  // namespace
+
+json FilesService::defaults() {
+  return {{"chunk_bytes", 256 * 1024},
+          {"upload_window_bytes", 4 * 1024 * 1024},
+          {"max_list_entries", 5000},
+          {"resolver", "auto"}};
+}
+
+FilesService::FilesService(ServiceContext& ctx)
+    : runtime_(ctx.runtime),
+      data_dir_(ctx.config.data_dir),
+      auth_(dynamic_cast<auth::AuthService*>(ctx.dispatcher.find("auth"))),
+      resolver_mode_(ctx.settings.value("resolver", "auto") == "fallback" ? Jail::Mode::fallback
+                                                                          : Jail::Mode::automatic),
+      // Chunks stay under the default frame body limit (1 MiB) of every client.
+      chunk_bytes_(std::clamp<std::size_t>(ctx.settings.value("chunk_bytes", 256 * 1024), 4096,
+                                           1024 * 1024)),
+      // The window stays under the session's per-call inbox limit (8 MiB), so a client that
+      // honours it is never cut off.
+      window_bytes_(std::clamp<std::uint64_t>(
+          ctx.settings.value("upload_window_bytes", std::uint64_t{4 << 20}), 64 * 1024,
+          6 * 1024 * 1024)),
+      max_list_entries_(ctx.settings.value("max_list_entries", std::size_t{5000})),
+      bytes_uploaded_(ctx.metrics.counter("files_bytes_uploaded_total", "Bytes received by put")),
+      bytes_downloaded_(ctx.metrics.counter("files_bytes_downloaded_total", "Bytes sent by get")) {
+  if (!auth_)
+    log::warn("files: no auth service registered; homes default to <data_dir>/homes/<user>");
+}
+
+awaitable<FilesSession*> FilesService::enter(Call& call) {
+  auto& session = call.session();
+  const std::string name = session.user();
+  if (name.empty()) throw Error(errc::unauthenticated, "service 'files' needs a login");
+  std::filesystem::path home = data_dir_ / "homes" / name;
+  std::uint64_t quota = 0;
+  if (auth_) {
+    auto user = auth_->users().find(name);
+    if (!user) throw Error(errc::unauthenticated, "user '" + name + "' no longer exists");
+    home = user->home;
+    quota = user->quota_bytes;
+  }
+  auto& state = session.state<FilesSession>();
+  if (state.user != name || !state.jail) {
+    // A new login on this session: a fresh jail, back at "/".
+    auto open_jail = [home, mode = resolver_mode_] {
+      return std::make_shared<const Jail>(home.string(), mode);
+    };
+    auto jail = co_await offload(runtime_.blocking(), std::move(open_jail));
+    state.jail = std::move(jail);
+    state.user = name;
+    state.cwd = "/";
+  }
+  if (!ledger_.known(name)) {
+    auto scan_home = [home] { return QuotaLedger::scan(home); };
+    auto used = co_await offload(runtime_.blocking(), std::move(scan_home));
+    ledger_.learn(name, used);
+  }
+  state.quota = quota;
+  co_return &state;
+}
+
+std::string FilesService::path_field(Call& call, FilesSession& session,
+                                     std::string_view field) const {
+  return normalize(session.cwd, call.get<std::string>(field));
+}
+
+awaitable<Outcome> FilesService::pwd(Call& call) {
+  auto* s = co_await enter(call);
+  co_return Outcome::ok({{"cwd", s->cwd}});
+}
+
+awaitable<Outcome> FilesService::cd(Call& call) {
+  auto* s = co_await enter(call);
+  auto path = path_field(call, *s, "path");
+  auto check_dir = [jail = s->jail, path] { require_directory(*jail, path); };
+  co_await offload(runtime_.blocking(), std::move(check_dir));
+  s->cwd = path;
+  co_return Outcome::ok({{"cwd", path}});
+}
+
+awaitable<Outcome> FilesService::ls(Call& call) {
+  auto* s = co_await enter(call);
+  auto path = normalize(s->cwd, call.get_or<std::string>("path", "."));
+  struct Listing {
+    std::vector<EntryInfo> entries;
+    bool truncated = false;
+  };
+  auto list = [jail = s->jail, path, max = max_list_entries_] {
+    Listing l;
+    l.entries = list_dir(*jail, path, max, l.truncated);
+    return l;
+  };
+  auto listing = co_await offload(runtime_.blocking(), std::move(list));
+  json entries = json::array();
+  for (auto& e : listing.entries) entries.push_back(to_json(e));
+  co_return Outcome::ok(
+      {{"path", path}, {"entries", std::move(entries)}, {"truncated", listing.truncated}});
+}
+
+awaitable<Outcome> FilesService::stat(Call& call) {
+  auto* s = co_await enter(call);
+  auto path = path_field(call, *s, "path");
+  auto stat_it = [jail = s->jail, path] { return stat_path(*jail, path); };
+  auto info = co_await offload(runtime_.blocking(), std::move(stat_it));
+  json out = to_json(info);
+  out["path"] = path;
+  co_return Outcome::ok(std::move(out));
+}
+
+awaitable<Outcome> FilesService::mkdir(Call& call) {
+  auto* s = co_await enter(call);
+  auto path = path_field(call, *s, "path");
+  bool parents = call.get_or<bool>("parents", false);
+  auto make = [jail = s->jail, path, parents] { make_dir(*jail, path, parents); };
+  co_await offload(runtime_.blocking(), std::move(make));
+  co_return Outcome::ok({{"path", path}});
+}
+
+awaitable<Outcome> FilesService::rm(Call& call) {
+  auto* s = co_await enter(call);
+  auto path = path_field(call, *s, "path");
+  bool recursive = call.get_or<bool>("recursive", false);
+  auto remove_it = [jail = s->jail, path, recursive] {
+    return remove_path(*jail, path, recursive);
+  };
+  auto freed = co_await offload(runtime_.blocking(), std::move(remove_it));
+  ledger_.remove_used(s->user, freed);
+  co_return Outcome::ok({{"path", path}, {"freed", freed}});
+}
+
+awaitable<Outcome> FilesService::mv(Call& call) {
+  auto* s = co_await enter(call);
+  auto from = path_field(call, *s, "from");
+  auto to = path_field(call, *s, "to");
+  bool overwrite = call.get_or<bool>("overwrite", false);
+  auto move_it = [jail = s->jail, from, to, overwrite] {
+    return move_path(*jail, from, to, overwrite);
+  };
+  auto freed = co_await offload(runtime_.blocking(), std::move(move_it));
+  ledger_.remove_used(s->user, freed);
+  co_return Outcome::ok({{"from", from}, {"to", to}});
+}
+
+awaitable<Outcome> FilesService::quota(Call& call) {
+  auto* s = co_await enter(call);
+  auto usage = ledger_.usage(s->user, s->quota);
+  co_return Outcome::ok(
+      {{"used", usage.used}, {"reserved", usage.reserved}, {"limit", usage.limit}});
+}
+
+awaitable<Outcome> FilesService::hash(Call& call) {
+  auto* s = co_await enter(call);
+  auto path = path_field(call, *s, "path");
+  auto hash_it = [jail = s->jail, path] { return hash_file(*jail, path); };
+  auto digest = co_await offload(runtime_.blocking(), std::move(hash_it));
+  co_return Outcome::ok({{"path", path}, {"size", digest.size}, {"sha256", digest.sha256}});
+}
+
+awaitable<Outcome> FilesService::get(Call& call) {
+  auto* s = co_await enter(call);
+  auto path = path_field(call, *s, "path");
+  auto offset = call.get_or<std::uint64_t>("offset", 0);
+  auto open_reader = [jail = s->jail, path, offset] {
+    return std::make_shared<FileReader>(*jail, path, offset);
+  };
+  auto reader = co_await offload(runtime_.blocking(), std::move(open_reader));
+  for (;;) {
+    auto at = reader->position();
+    auto read_chunk = [reader, n = chunk_bytes_] { return reader->read(n); };
+    auto chunk = co_await offload(runtime_.blocking(), std::move(read_chunk));
+    if (chunk.empty()) break;
+    bytes_downloaded_.inc(chunk.size());
+    // emit waits while the connection's out-queue is full: the client's reading paces us.
+    json fields = {{"offset", at}};  // a named value: GCC 12 mis-compiles braced JSON in co_await
+    co_await call.emit("data", std::move(fields), std::move(chunk));
+  }
+  auto digest = reader->finish();
+  co_return Outcome::ok(
+      {{"path", path}, {"offset", offset}, {"size", digest.size}, {"sha256", digest.sha256}});
+}
+
+awaitable<Outcome> FilesService::put(Call& call) {
+  auto* s = co_await enter(call);
+  auto path = path_field(call, *s, "path");
+  auto size = call.get<std::uint64_t>("size");
+  auto sha256 = call.get<std::string>("sha256");
+  std::transform(sha256.begin(), sha256.end(), sha256.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (!is_sha256_hex(sha256))
+    co_return Outcome::fail(errc::bad_request, "sha256 must be 64 hex digits");
+  bool overwrite = call.get_or<bool>("overwrite", false);
+  const std::string user = s->user;
+  const std::uint64_t limit = s->quota;
+  if (limit != 0 && size > limit)
+    co_return Outcome::fail(errc::quota_exceeded, "the file is larger than your quota");
+
+  UploadSlot slot(uploads_mutex_, uploads_, user + ":" + path);
+  if (!slot.taken())
+    co_return Outcome::fail(errc::busy, "another upload to this path is in progress");
+
+  struct Opened {
+    std::shared_ptr<PartialUpload> upload;
+    std::uint64_t freed = 0;
+  };
+  auto open_upload = [jail = s->jail, path, size, sha256, overwrite] {
+    Opened o;
+    o.upload = std::make_shared<PartialUpload>(*jail, path, size, sha256, overwrite, o.freed);
+    return o;
+  };
+  auto opened = co_await offload(runtime_.blocking(), std::move(open_upload));
+  auto upload = std::move(opened.upload);
+  ledger_.remove_used(user, opened.freed);
+
+  // The quota is reserved for every byte still to come before the first one moves; the check
+  // and the reservation are one step, so parallel uploads cannot overshoot together.
+  const std::uint64_t start = upload->offset();
+  const std::uint64_t need = size - start;
+  if (!ledger_.reserve(user, need, limit)) {
+    if (!upload->resumed()) {
+      auto discard = [upload] { return upload->discard(); };
+      auto dropped = co_await offload(runtime_.blocking(), std::move(discard));
+      ledger_.remove_used(user, dropped);
+    }
+    auto usage = ledger_.usage(user, limit);
+    co_return Outcome::fail(
+        errc::quota_exceeded,
+        "upload needs " + std::to_string(need) + " bytes; " +
+            std::to_string(limit - std::min(limit, usage.used + usage.reserved)) +
+            " left of your quota");
+  }
+  Reservation reservation(ledger_, user, need);
+
+  // Credit: the client may send up to `granted` (an absolute offset); each write moves it on.
+  std::uint64_t granted = std::min(size, start + window_bytes_);
+  json first_credit = {
+      {"offset", start}, {"bytes", granted - start}, {"resumed", upload->resumed()}};
+  co_await call.emit("credit", std::move(first_credit));
+  for (;;) {
+    auto frame = co_await call.receive();
+    if (!frame)
+      co_return Outcome::fail(errc::cancelled, "upload interrupted; a new put resumes it");
+    auto event = frame->head.value("event", std::string());
+    if (event == "data") {
+      const std::uint64_t n = frame->body.size();
+      if (n > granted - upload->offset())
+        co_return Outcome::fail(errc::bad_request, "data beyond the granted credit");
+      auto write_chunk = [upload, body = std::move(frame->body)] { upload->write(body); };
+      co_await offload(runtime_.blocking(), std::move(write_chunk));
+      reservation.commit(n);
+      bytes_uploaded_.inc(n);
+      std::uint64_t next = std::min(size, upload->offset() + window_bytes_);
+      if (next > granted) {
+        json credit = {{"offset", upload->offset()}, {"bytes", next - granted}};
+        co_await call.emit("credit", std::move(credit));
+        granted = next;
+      }
+    } else if (event == "end") {
+      if (upload->offset() != size)
+        co_return Outcome::fail(errc::bad_request, "end after " + std::to_string(upload->offset()) +
+                                                       " of " + std::to_string(size) +
+                                                       " bytes; a new put resumes it");
+      auto finish = [upload] { return upload->finish(); };
+      auto result = co_await offload(runtime_.blocking(), std::move(finish));
+      ledger_.remove_used(user, result.freed);
+      if (!result.verified)
+        co_return Outcome::fail(
+            errc::checksum_mismatch,
+            "the data's SHA-256 is " + result.actual_sha256 + "; the upload was discarded");
+      co_return Outcome::ok(
+          {{"path", path}, {"size", size}, {"sha256", sha256}, {"resumed_from", start}});
+    } else {
+      co_return Outcome::fail(errc::bad_request,
+                              "an upload frame needs \"event\": \"data\" or \"end\"");
+    }
+  }
+}
+
+}  // namespace coserve::files

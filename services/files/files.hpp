@@ -1,0 +1,87 @@
+#pragma once
+// Service `files`: each logged-in user's home directory as a small chrooted file system
+// (services/files/PROTOCOL.md has every op, field, event and error).
+//
+//   pwd · cd {path} · ls {path?} · stat {path} · mkdir {path, parents?} · rm {path, recursive?}
+//   mv {from, to, overwrite?} · quota · hash {path} · get {path, offset?}
+//   put {path, size, sha256, overwrite?} with credit-based flow control and resume
+//
+// The handlers are thin: paths go through normalize() and a Jail (path_jail.hpp), disk work
+// through file_ops.hpp on the blocking pool, quota through the QuotaLedger.
+//
+// Threading: handlers run on their session's executor; per-session state (cwd, jail) lives in
+// Session::state<>. Shared state (ledger, the set of uploads in progress) is thread-safe.
+#include <cstdint>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "coserve/server.hpp"
+#include "coserve/service.hpp"
+#include "files/path_jail.hpp"
+#include "files/quota_ledger.hpp"
+
+namespace coserve {
+class Runtime;
+class Counter;
+}  // namespace coserve
+
+namespace coserve::auth {
+class AuthService;
+}
+
+namespace coserve::files {
+
+struct FilesSession;
+
+class FilesService final : public BasicService<FilesService> {
+ public:
+  static constexpr std::string_view kName = "files";
+  static constexpr auto ops() {
+    return std::array{op("pwd", &FilesService::pwd),     op("cd", &FilesService::cd),
+                      op("ls", &FilesService::ls),       op("stat", &FilesService::stat),
+                      op("mkdir", &FilesService::mkdir), op("rm", &FilesService::rm),
+                      op("mv", &FilesService::mv),       op("quota", &FilesService::quota),
+                      op("hash", &FilesService::hash),   op("get", &FilesService::get),
+                      op("put", &FilesService::put)};
+  }
+  static json defaults();
+
+  explicit FilesService(ServiceContext& ctx);
+
+  awaitable<Outcome> pwd(Call& call);
+  awaitable<Outcome> cd(Call& call);
+  awaitable<Outcome> ls(Call& call);
+  awaitable<Outcome> stat(Call& call);
+  awaitable<Outcome> mkdir(Call& call);
+  awaitable<Outcome> rm(Call& call);
+  awaitable<Outcome> mv(Call& call);
+  awaitable<Outcome> quota(Call& call);
+  awaitable<Outcome> hash(Call& call);
+  awaitable<Outcome> get(Call& call);
+  awaitable<Outcome> put(Call& call);
+
+  QuotaLedger& ledger() noexcept { return ledger_; }
+
+ private:
+  // The caller's per-session state, with the jail opened and the quota usage known. Throws
+  // Error(unauthenticated) for an anonymous session or a user that no longer exists.
+  awaitable<FilesSession*> enter(Call& call);
+  // `field` of the request, resolved against the session's cwd.
+  std::string path_field(Call& call, FilesSession& session, std::string_view field) const;
+
+  Runtime& runtime_;
+  std::filesystem::path data_dir_;
+  auth::AuthService* auth_;  // null when the server has no auth service
+  Jail::Mode resolver_mode_;
+  std::size_t chunk_bytes_;
+  std::uint64_t window_bytes_;
+  std::size_t max_list_entries_;
+  QuotaLedger ledger_;
+  std::mutex uploads_mutex_;
+  std::set<std::string> uploads_;  // "user:path" of uploads in progress; uploads_mutex_
+  Counter& bytes_uploaded_;
+  Counter& bytes_downloaded_;
+};
+
+}  // namespace coserve::files

@@ -1,0 +1,230 @@
+// The plain classes under the auth and files services, without sockets: path normalization,
+// the jail on real directories (both resolvers), the quota ledger, partial uploads, the
+// throttle, size parsing and the user store.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <thread>
+
+#include "auth/auth.hpp"
+#include "auth/user_store.hpp"
+#include "coserve/error.hpp"
+#include "files/file_ops.hpp"
+#include "files/path_jail.hpp"
+#include "files/quota_ledger.hpp"
+#include "test_support.hpp"
+
+using namespace coserve;
+using namespace coserve::files;
+namespace fs = std::filesystem;
+
+namespace {
+errc code_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.code();
+  }
+  FAIL("no coserve::Error thrown");
+  return errc::internal;
+}
+}  // namespace
+
+TEST_CASE("normalize joins, folds and refuses", "[files][unit]") {
+  CHECK(normalize("/", "") == "/");
+  CHECK(normalize("/", ".") == "/");
+  CHECK(normalize("/docs", "a/b") == "/docs/a/b");
+  CHECK(normalize("/docs", "/a//b/") == "/a/b");
+  CHECK(normalize("/docs", "..") == "/");
+  CHECK(normalize("/docs", "../x/./y/..") == "/x");
+  CHECK(code_of([] { normalize("/", ".."); }) == errc::forbidden);
+  CHECK(code_of([] { normalize("/docs", "../.."); }) == errc::forbidden);
+  CHECK(code_of([] { normalize("/", "a/../../b"); }) == errc::forbidden);
+  CHECK(code_of([] { normalize("/", std::string("a\0b", 3)); }) == errc::bad_request);
+  CHECK(code_of([] { normalize("/", std::string(256, 'x')); }) == errc::bad_request);
+  CHECK(normalize("/", std::string(255, 'x')) == "/" + std::string(255, 'x'));
+  CHECK(code_of([] { normalize("/", std::string(4097, 'x')); }) == errc::bad_request);
+  CHECK(code_of([] { normalize("/", ".coserve-partial.abc"); }) == errc::forbidden);
+  CHECK(split_parent("/a/b") == std::pair<std::string, std::string>{"/a", "b"});
+  CHECK(split_parent("/a") == std::pair<std::string, std::string>{"/", "a"});
+  CHECK(code_of([] { split_parent("/"); }) == errc::forbidden);
+}
+
+TEST_CASE("Jail refuses symlinks out with both resolvers", "[files][unit]") {
+  test::TempDir dir;
+  auto home = dir.path() / "home";
+  fs::create_directories(home / "docs");
+  std::ofstream(dir.path() / "secret") << "secret";
+  std::ofstream(home / "docs/a.txt") << "a";
+  fs::create_symlink("../secret", home / "out");
+  fs::create_symlink("/etc/passwd", home / "abs");
+  fs::create_symlink("docs/a.txt", home / "inside");
+  for (auto mode : {Jail::Mode::automatic, Jail::Mode::fallback}) {
+    Jail jail(home.string(), mode);
+    INFO("fallback " << (mode == Jail::Mode::fallback));
+    CHECK(jail.open("/docs/a.txt", O_RDONLY));
+    CHECK(jail.open("/", O_RDONLY | O_DIRECTORY));
+    CHECK(code_of([&] { jail.open("/out", O_RDONLY); }) == errc::forbidden);
+    auto abs = code_of([&] { jail.open("/abs", O_RDONLY); });
+    CHECK((abs == errc::forbidden || abs == errc::not_found));
+    CHECK(code_of([&] { jail.open("/missing", O_RDONLY); }) == errc::not_found);
+    if (mode == Jail::Mode::automatic) {
+      CHECK(jail.uses_openat2());
+      CHECK(jail.open("/inside", O_RDONLY));  // a symlink that stays inside is fine
+    } else {
+      CHECK(!jail.uses_openat2());
+      CHECK(code_of([&] { jail.open("/inside", O_RDONLY); }) == errc::forbidden);
+    }
+  }
+}
+
+TEST_CASE("QuotaLedger never lets reservations exceed the limit", "[files][unit]") {
+  QuotaLedger ledger;
+  ledger.learn("u", 100);
+  ledger.learn("u", 999);  // a later scan does not override the first
+  CHECK(ledger.usage("u", 1000).used == 100);
+  CHECK(ledger.reserve("u", 900, 1000));
+  CHECK(!ledger.reserve("u", 1, 1000));
+  {
+    Reservation r(ledger, "u", 900);
+    r.commit(400);
+    CHECK(ledger.usage("u", 1000).used == 500);
+    CHECK(ledger.usage("u", 1000).reserved == 500);
+  }  // the unused 500 go back
+  CHECK(ledger.usage("u", 1000).reserved == 0);
+  CHECK(ledger.reserve("u", 500, 1000));
+  ledger.release("u", 500);
+  CHECK(ledger.reserve("u", 12345678, 0));  // no limit
+  ledger.release("u", 12345678);
+  ledger.remove_used("u", 10000);
+  CHECK(ledger.usage("u", 0).used == 0);
+
+  // Many threads racing for the same quota: the total granted never passes it.
+  QuotaLedger racing;
+  racing.learn("v", 0);
+  std::atomic<int> granted{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&] {
+      for (int i = 0; i < 1000; ++i)
+        if (racing.reserve("v", 7, 7000)) ++granted;
+    });
+  for (auto& t : threads) t.join();
+  CHECK(granted == 1000);
+}
+
+TEST_CASE("PartialUpload resumes, verifies and hides its files", "[files][unit]") {
+  test::TempDir dir;
+  Jail jail((dir.path() / "home").string());
+  std::string data = "0123456789";
+  auto sha = sha256_hex(data);
+  std::uint64_t freed = 0;
+  {
+    PartialUpload up(jail, "/f", data.size(), sha, false, freed);
+    CHECK(up.offset() == 0);
+    up.write(data.substr(0, 4));
+  }  // dropped
+  bool truncated = false;
+  CHECK(list_dir(jail, "/", 100, truncated).empty());
+  {
+    PartialUpload up(jail, "/f", data.size(), sha, false, freed);
+    CHECK(up.resumed());
+    CHECK(up.offset() == 4);
+    CHECK(code_of([&] { up.write("too much data"); }) == errc::bad_request);
+    up.write(data.substr(4));
+    auto result = up.finish();
+    CHECK(result.verified);
+  }
+  CHECK(hash_file(jail, "/f").sha256 == sha);
+  auto names = list_dir(jail, "/", 100, truncated);
+  REQUIRE(names.size() == 1);
+  CHECK(names[0].name == "f");
+  CHECK(code_of([&] { PartialUpload(jail, "/f", 1, sha, false, freed); }) == errc::exists);
+  {
+    PartialUpload up(jail, "/g", 3, sha256_hex("abc"), false, freed);
+    up.write("abd");
+    auto result = up.finish();
+    CHECK(!result.verified);
+    CHECK(result.freed == 3);
+  }
+  CHECK(code_of([&] { stat_path(jail, "/g"); }) == errc::not_found);
+  CHECK(fs::is_empty(dir.path() / "home") == false);
+  int entries = 0;
+  for (auto& e : fs::directory_iterator(dir.path() / "home")) {
+    (void)e;
+    ++entries;
+  }
+  CHECK(entries == 1);  // only "f": the failed upload left nothing behind
+}
+
+TEST_CASE("Throttle backs off after the free failures and forgets on success", "[auth][unit]") {
+  using namespace std::chrono_literals;
+  auth::Throttle throttle({.free_failures = 2, .base = 100ms, .cap = 350ms, .forget_after = 10min});
+  auto t0 = auth::Throttle::Clock::now();
+  CHECK(throttle.wait_time("k", t0) == 0ms);
+  throttle.failure("k", t0);
+  throttle.failure("k", t0);
+  CHECK(throttle.wait_time("k", t0) == 100ms);
+  CHECK(throttle.wait_time("k", t0 + 100ms) == 0ms);
+  throttle.failure("k", t0);
+  CHECK(throttle.wait_time("k", t0) == 200ms);
+  throttle.failure("k", t0);
+  CHECK(throttle.wait_time("k", t0) == 350ms);  // capped
+  CHECK(throttle.wait_time("other", t0) == 0ms);
+  throttle.success("k");
+  CHECK(throttle.wait_time("k", t0) == 0ms);
+}
+
+TEST_CASE("parse_size and user names", "[auth][unit]") {
+  CHECK(auth::parse_size("0") == 0u);
+  CHECK(auth::parse_size("1234") == 1234u);
+  CHECK(auth::parse_size("500M") == 500ull << 20);
+  CHECK(auth::parse_size("2G") == 2ull << 30);
+  CHECK(auth::parse_size("1k") == 1024u);
+  CHECK(auth::parse_size("3MB") == 3ull << 20);
+  CHECK(!auth::parse_size(""));
+  CHECK(!auth::parse_size("M"));
+  CHECK(!auth::parse_size("12X"));
+  CHECK(!auth::parse_size("99999999999999999999"));
+  CHECK(!auth::parse_size("99999999999T"));
+  CHECK(auth::UserStore::valid_name("alice.b-c_1"));
+  CHECK(!auth::UserStore::valid_name(""));
+  CHECK(!auth::UserStore::valid_name("../x"));
+  CHECK(!auth::UserStore::valid_name(".hidden"));
+  CHECK(!auth::UserStore::valid_name("-opt"));
+  CHECK(!auth::UserStore::valid_name(std::string(33, 'a')));
+}
+
+TEST_CASE("UserStore adds, verifies, survives a reload, and finds users", "[auth][unit]") {
+  test::TempDir dir;
+  auth::UserStore store(dir.path());
+  CHECK(store.empty());
+  auto admin = store.ensure_admin("");
+  REQUIRE(admin);
+  CHECK(!store.ensure_admin(""));
+  CHECK(store.verify("admin", *admin));
+  auto alice = store.add("alice", "pw", 1000, false);
+  CHECK(alice.home == dir.path() / "homes" / "alice");
+  CHECK(fs::is_directory(alice.home));
+  CHECK(code_of([&] { store.add("alice", "x", 0, false); }) == errc::exists);
+  CHECK(store.verify("alice", "pw"));
+  CHECK(!store.verify("alice", "PW"));
+  CHECK(!store.verify("nobody", "pw"));
+
+  // Another process's change shows after reload_if_changed.
+  auth::UserStore other(dir.path());
+  other.add("bob", "pw-b", 0, true);
+  CHECK(!store.find("bob"));
+  store.reload_if_changed();
+  auto bob = store.find("bob");
+  REQUIRE(bob);
+  CHECK(bob->shell);
+  store.remove("bob");
+  CHECK(!store.find("bob"));
+  CHECK(code_of([&] { store.set_password("bob", "x"); }) == errc::not_found);
+  // No temp file is left behind.
+  for (auto& e : fs::directory_iterator(dir.path()))
+    CHECK(e.path().filename().string().find(".tmp") == std::string::npos);
+}

@@ -1,0 +1,92 @@
+// The bridge's plain functions, without sockets: asset path mapping, content types, origin rule.
+#include <fstream>
+
+#include <catch2/catch.hpp>
+
+#include "test_support.hpp"
+#include "web/assets.hpp"
+#include "web/origin.hpp"
+
+using coserve::web::asset_path;
+using coserve::web::content_type;
+using coserve::web::origin_allowed;
+using coserve::web::read_asset;
+
+TEST_CASE("asset_path maps request paths inside the asset dir") {
+  CHECK(asset_path("/") == "index.html");
+  CHECK(asset_path("/app.js") == "app.js");
+  CHECK(asset_path("/img/logo.svg") == "img/logo.svg");
+  CHECK(asset_path("/img/") == "img/index.html");
+  CHECK(asset_path("/a%20b.txt") == "a b.txt");
+}
+
+TEST_CASE("asset_path refuses anything that could leave the asset dir") {
+  for (const char* bad : {"", "app.js", "/..", "/../etc/passwd", "/a/../../b", "/%2e%2e/x",
+                          "/%2E%2E/x", "/a/./b", "/.git/config", "/.env", "//etc/passwd",
+                          "/a//b", "/a%00.js", "/a\\..\\b", "/%5c..%5cb", "/%", "/%zz",
+                          "/%2"}) {
+    INFO(bad);
+    CHECK_FALSE(asset_path(bad).has_value());
+  }
+}
+
+TEST_CASE("content_type by extension") {
+  CHECK(content_type("index.html") == "text/html; charset=utf-8");
+  CHECK(content_type("a/app.js") == "text/javascript; charset=utf-8");
+  CHECK(content_type("STYLE.CSS") == "text/css; charset=utf-8");
+  CHECK(content_type("favicon.svg") == "image/svg+xml");
+  CHECK(content_type("x.png") == "image/png");
+  CHECK(content_type("noext") == "application/octet-stream");
+  CHECK(content_type("dir.d/noext") == "application/octet-stream");
+  CHECK(content_type("x.exe") == "application/octet-stream");
+}
+
+TEST_CASE("read_asset serves regular files under the root only") {
+  coserve::test::TempDir dir;
+  auto root = dir.path() / "console";
+  std::filesystem::create_directories(root / "sub");
+  std::ofstream(root / "index.html") << "<p>hi</p>";
+  std::ofstream(root / "sub" / "a.js") << "x";
+  std::ofstream(dir.path() / "secret.txt") << "secret";
+  std::filesystem::create_symlink(dir.path() / "secret.txt", root / "link.txt");
+  std::filesystem::create_symlink(root / "index.html", root / "inside.html");
+
+  auto index = read_asset(root, "index.html");
+  REQUIRE(index);
+  CHECK(index->content == "<p>hi</p>");
+  CHECK(index->etag.front() == '"');
+  CHECK(read_asset(root, "sub/a.js")->content == "x");
+  CHECK(read_asset(root, "inside.html")->content == "<p>hi</p>");  // a link that stays inside
+  CHECK_FALSE(read_asset(root, "link.txt"));                       // a link that leads out
+  CHECK_FALSE(read_asset(root, "sub"));                            // a directory
+  CHECK_FALSE(read_asset(root, "missing.js"));
+  CHECK_FALSE(read_asset(dir.path() / "nope", "index.html"));
+
+  // The ETag changes with the content.
+  std::ofstream(root / "index.html") << "<p>changed</p>";
+  CHECK(read_asset(root, "index.html")->etag != index->etag);
+}
+
+TEST_CASE("origin_allowed: same origin by default, listed origins, no Origin header") {
+  const std::vector<std::string> none;
+  CHECK(origin_allowed("", "127.0.0.1:8080", none));  // not a browser
+  CHECK(origin_allowed("http://127.0.0.1:8080", "127.0.0.1:8080", none));
+  CHECK(origin_allowed("http://LOCALHOST:8080", "localhost:8080", none));
+  CHECK(origin_allowed("https://example.com", "example.com:443", none));
+  CHECK(origin_allowed("http://example.com:80", "example.com", none));
+  CHECK(origin_allowed("http://[::1]:8080", "[::1]:8080", none));
+
+  CHECK_FALSE(origin_allowed("http://evil.example:8080", "127.0.0.1:8080", none));
+  CHECK_FALSE(origin_allowed("http://127.0.0.1:9999", "127.0.0.1:8080", none));
+  CHECK_FALSE(origin_allowed("https://127.0.0.1:8080/", "127.0.0.1:8080", none));
+  CHECK_FALSE(origin_allowed("null", "127.0.0.1:8080", none));
+  CHECK_FALSE(origin_allowed("file://", "127.0.0.1:8080", none));
+  CHECK_FALSE(origin_allowed("http://127.0.0.1:8080", "", none));
+  CHECK_FALSE(origin_allowed("http://example.com", "example.com:8080", none));
+
+  const std::vector<std::string> listed = {"https://console.example.com"};
+  CHECK(origin_allowed("https://console.example.com", "127.0.0.1:8080", listed));
+  CHECK(origin_allowed("HTTPS://CONSOLE.EXAMPLE.COM", "127.0.0.1:8080", listed));
+  CHECK_FALSE(origin_allowed("https://other.example.com", "127.0.0.1:8080", listed));
+  CHECK(origin_allowed("http://anything", "127.0.0.1:8080", {"*"}));
+}

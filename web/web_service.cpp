@@ -1,0 +1,422 @@
+#include "web_service.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <optional>
+
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+
+#include "assets.hpp"
+#include "coserve/connections.hpp"
+#include "coserve/listeners.hpp"
+#include "coserve/log.hpp"
+#include "coserve/metrics.hpp"
+#include "coserve/runtime.hpp"
+#include "coserve/session.hpp"
+#include "coserve/stream_transport.hpp"
+#include "coserve/version.hpp"
+#include "origin.hpp"
+#include "ws_transport.hpp"
+
+#ifndef COSERVE_WEB_CONSOLE_DIR
+#define COSERVE_WEB_CONSOLE_DIR "web/console"
+#endif
+
+namespace coserve::web {
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+using Request = http::request<http::string_body>;
+using Response = http::response<http::string_body>;
+
+const std::string kServerHeader = std::string("coserve/") + kVersion;
+
+// Console pages may talk to this server only; no framing by other sites.
+constexpr const char* kContentSecurityPolicy =
+    "default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; "
+    "script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
+
+// Status codes counted by their own label; others count as "other".
+constexpr unsigned kCountedStatus[] = {101, 200, 304, 400, 403, 404, 405, 413, 426, 431, 500};
+
+std::chrono::milliseconds millis(const json& settings, const char* key) {
+  auto value = settings.at(key).get<std::int64_t>();
+  if (value <= 0) throw ConfigError(std::string("services.web.") + key + " must be positive");
+  return std::chrono::milliseconds(value);
+}
+
+std::size_t bytes(const json& settings, const char* key) {
+  auto value = settings.at(key).get<std::int64_t>();
+  if (value <= 0) throw ConfigError(std::string("services.web.") + key + " must be positive");
+  return static_cast<std::size_t>(value);
+}
+
+Response make_response(http::status status, unsigned version, std::string_view type,
+                       std::string body) {
+  Response res{status, version};
+  res.set(http::field::server, kServerHeader);
+  res.set(http::field::content_type, type);
+  res.set("X-Content-Type-Options", "nosniff");
+  res.set("Referrer-Policy", "no-referrer");
+  res.body() = std::move(body);
+  res.prepare_payload();
+  return res;
+}
+
+// Small plain-text bodies for errors: browsers and curl show them as they are.
+Response error_response(http::status status, unsigned version, std::string_view message) {
+  auto res = make_response(status, version, "text/plain; charset=utf-8", std::string(message) + "\n");
+  res.set(http::field::cache_control, "no-store");
+  return res;
+}
+
+std::string_view path_of(std::string_view target) {
+  auto q = target.find_first_of("?#");
+  return q == std::string_view::npos ? target : target.substr(0, q);
+}
+
+}  // namespace
+
+struct WebService::Impl {
+  Impl(ServiceContext& ctx)
+      : config(ctx.config),
+        runtime(ctx.runtime),
+        metrics(ctx.metrics),
+        dispatcher(ctx.dispatcher),
+        connections(ctx.connections),
+        started(std::chrono::steady_clock::now()),
+        console_dir(ctx.settings.at("console_dir").get<std::string>()),
+        http_timeout(millis(ctx.settings, "http_timeout_ms")),
+        ws_handshake_timeout(millis(ctx.settings, "ws_handshake_timeout_ms")),
+        ws_idle_timeout(millis(ctx.settings, "ws_idle_timeout_ms")),
+        max_header_bytes(bytes(ctx.settings, "max_header_bytes")),
+        max_request_body(bytes(ctx.settings, "max_request_body")),
+        frame_limits(frame_limits_from(ctx.config)),
+        session_limits(session_limits_from(ctx.config)),
+        ws_upgrades(metrics.counter("ws_upgrades_total", "WebSocket connections accepted")),
+        ws_origin_refused(metrics.counter("ws_origin_refused_total",
+                                          "WebSocket upgrades refused for their Origin")),
+        ws_active(metrics.gauge("ws_connections_active", "Open WebSocket connections")),
+        ws_counters{
+            metrics.counter("ws_messages_in_total", "WebSocket messages received", R"(type="text")"),
+            metrics.counter("ws_messages_in_total", "WebSocket messages received", R"(type="binary")"),
+            metrics.counter("ws_messages_out_total", "WebSocket messages sent", R"(type="text")"),
+            metrics.counter("ws_messages_out_total", "WebSocket messages sent", R"(type="binary")"),
+            metrics.counter("ws_policy_closes_total",
+                            "WebSockets closed with 1008 after a message that is not a frame")} {
+    if (!ctx.settings.at("allowed_origins").is_array())
+      throw ConfigError("services.web.allowed_origins expects a list of origins");
+    for (auto& origin : ctx.settings.at("allowed_origins")) {
+      if (!origin.is_string())
+        throw ConfigError("services.web.allowed_origins expects a list of origins");
+      allowed_origins.push_back(origin.get<std::string>());
+    }
+    for (unsigned code : kCountedStatus)
+      responses[code] = &metrics.counter("http_responses_total", "HTTP responses, by status",
+                                         "code=\"" + std::to_string(code) + "\"");
+    responses_other = &metrics.counter("http_responses_total", "HTTP responses, by status",
+                                       R"(code="other")");
+    std::error_code ec;
+    if (!console_dir.empty() && !std::filesystem::is_directory(console_dir, ec))
+      log::warn("web: console_dir '{}' is not a directory; the console will answer 404",
+                console_dir.string());
+  }
+
+  void count(unsigned status) {
+    auto it = responses.find(status);
+    (it == responses.end() ? *responses_other : *it->second).inc();
+  }
+
+  // A WebSocket upgrade that passed the checks, handed from the HTTP loop to serve_ws.
+  struct Upgrade {
+    beast::tcp_stream stream;
+    Request request;
+    std::string peer;
+  };
+  awaitable<void> serve(tcp::socket socket);
+  awaitable<std::optional<Upgrade>> serve_http(tcp::socket socket);
+  awaitable<void> serve_ws(Upgrade upgrade);
+  awaitable<Response> respond(const Request& req);
+  awaitable<Response> static_file(const Request& req, std::string_view path);
+  Response healthz(const Request& req);
+
+  const Config& config;
+  Runtime& runtime;
+  Metrics& metrics;
+  Dispatcher& dispatcher;
+  ConnectionSet& connections;
+  const Listeners* listeners = nullptr;
+  std::atomic<bool> stopping{false};
+  std::chrono::steady_clock::time_point started;
+
+  std::filesystem::path console_dir;
+  std::vector<std::string> allowed_origins;
+  std::chrono::milliseconds http_timeout;
+  std::chrono::milliseconds ws_handshake_timeout;
+  std::chrono::milliseconds ws_idle_timeout;
+  std::size_t max_header_bytes;
+  std::size_t max_request_body;
+  FrameLimits frame_limits;
+  SessionLimits session_limits;
+
+  Counter& ws_upgrades;
+  Counter& ws_origin_refused;
+  Counter& ws_active;
+  WsCounters ws_counters;
+  std::map<unsigned, Counter*> responses;
+  Counter* responses_other;
+};
+
+json WebService::defaults() {
+  return {
+      {"console_dir", COSERVE_WEB_CONSOLE_DIR},
+      {"allowed_origins", json::array()},
+      {"http_timeout_ms", 30000},
+      {"max_header_bytes", 8192},
+      {"max_request_body", 16384},
+      {"ws_handshake_timeout_ms", 10000},
+      {"ws_idle_timeout_ms", 60000},
+  };
+}
+
+WebService::WebService(ServiceContext& ctx) : impl_(std::make_unique<Impl>(ctx)) {}
+WebService::~WebService() = default;
+
+awaitable<Outcome> WebService::info(Call& call) {
+  auto& session = call.session();
+  co_return Outcome::ok({{"transport", session.transport_kind()},
+                         {"peer", session.peer()},
+                         {"session", session.id()},
+                         {"user", session.user()}});
+}
+
+void WebService::add_listeners(Listeners& listeners) {
+  impl_->listeners = &listeners;
+  // Connections register with the ConnectionSet themselves: keep-alive HTTP ones here, upgraded
+  // ones through their Session, so shutdown can close WebSockets with a close frame.
+  listeners.tcp(
+      "http", [impl = impl_.get()](tcp::socket socket) { return impl->serve(std::move(socket)); },
+      StopMode::self);
+}
+
+void WebService::stop() { impl_->stopping.store(true, std::memory_order_relaxed); }
+
+// ---- HTTP ------------------------------------------------------------------------------------
+
+namespace {
+
+template <class Body>
+awaitable<error_code> write_response(beast::tcp_stream& stream, http::response<Body>& res,
+                                     std::chrono::milliseconds timeout) {
+  stream.expires_after(timeout);
+  auto [ec, n] = co_await http::async_write(stream, res, use_nothrow);
+  co_return ec;
+}
+
+}  // namespace
+
+awaitable<void> WebService::Impl::serve(tcp::socket socket) {
+  // The HTTP loop's frame (parser, buffers, responses) is gone before the WebSocket session
+  // starts: idle WebSockets must stay cheap.
+  auto upgrade = co_await serve_http(std::move(socket));
+  if (upgrade) co_await serve_ws(std::move(*upgrade));
+}
+
+awaitable<std::optional<WebService::Impl::Upgrade>> WebService::Impl::serve_http(
+    tcp::socket socket) {
+  std::string peer = peer_name(socket);
+  beast::tcp_stream stream(std::move(socket));
+  beast::flat_buffer buffer(max_header_bytes + max_request_body);
+
+  // A keep-alive connection waiting for its next request ends at shutdown; one busy with a
+  // request finishes it first and then ends (Connection: close).
+  struct StopState {
+    bool stopping = false;
+    bool idle = false;
+  } state;
+  auto registration = connections.add(stream.get_executor(), [&state, &stream] {
+    state.stopping = true;
+    if (state.idle) stream.cancel();
+  });
+
+  for (;;) {
+    http::request_parser<http::string_body> parser;
+    parser.header_limit(static_cast<std::uint32_t>(max_header_bytes));
+    parser.body_limit(max_request_body);
+    stream.expires_after(http_timeout);
+    state.idle = true;
+    auto [ec, n] = co_await http::async_read(stream, buffer, parser, use_nothrow);
+    state.idle = false;
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
+        ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
+        ec == asio::error::eof || state.stopping) {
+      break;
+    }
+    if (ec) {
+      // Malformed or over a limit: answer once, then close (the stream cannot be trusted).
+      auto status = ec == http::error::body_limit     ? http::status::payload_too_large
+                    : ec == http::error::header_limit ? http::status::request_header_fields_too_large
+                                                      : http::status::bad_request;
+      log::debug("web {}: bad request: {}", peer, ec.message());
+      auto res = error_response(status, 11, http::obsolete_reason(status));
+      res.keep_alive(false);
+      count(res.result_int());
+      co_await write_response(stream, res, http_timeout);
+      break;
+    }
+
+    Request req = parser.release();
+    std::string_view path = path_of(req.target());
+    if (websocket::is_upgrade(req)) {
+      Response refusal;
+      if (path != "/ws") {
+        refusal = error_response(http::status::not_found, req.version(), "not found");
+      } else if (req.method() != http::verb::get) {
+        refusal = error_response(http::status::method_not_allowed, req.version(), "method not allowed");
+        refusal.set(http::field::allow, "GET");
+      } else if (!origin_allowed(req[http::field::origin], req[http::field::host], allowed_origins)) {
+        ws_origin_refused.inc();
+        log::info("web {}: WebSocket refused for origin '{}'", peer,
+                  std::string_view(req[http::field::origin]).substr(0, 200));
+        refusal = error_response(http::status::forbidden, req.version(), "origin not allowed");
+      } else {
+        // The Session registers itself from here on, and ends the socket on shutdown.
+        registration.reset();
+        co_return Upgrade{std::move(stream), std::move(req), std::move(peer)};
+      }
+      refusal.keep_alive(false);
+      count(refusal.result_int());
+      co_await write_response(stream, refusal, http_timeout);
+      break;
+    }
+
+    bool head = req.method() == http::verb::head;
+    Response res = co_await respond(req);
+    res.keep_alive(req.keep_alive() && !state.stopping);
+    count(res.result_int());
+    error_code write_ec;
+    if (head) {
+      // Same headers (Content-Length included), no body.
+      http::response<http::empty_body> head_res(std::move(res.base()));
+      write_ec = co_await write_response(stream, head_res, http_timeout);
+    } else {
+      write_ec = co_await write_response(stream, res, http_timeout);
+    }
+    if (write_ec || !res.keep_alive() || state.stopping) break;
+  }
+  error_code ignored;
+  stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  stream.close();
+  co_return std::nullopt;
+}
+
+awaitable<Response> WebService::Impl::respond(const Request& req) {
+  std::string_view path = path_of(req.target());
+  bool readable = req.method() == http::verb::get || req.method() == http::verb::head;
+  if (!path.starts_with('/')) co_return error_response(http::status::bad_request, req.version(), "bad target");
+  if (!readable) {
+    auto res = error_response(http::status::method_not_allowed, req.version(), "method not allowed");
+    res.set(http::field::allow, "GET, HEAD");
+    co_return res;
+  }
+  if (path == "/healthz") co_return healthz(req);
+  if (path == "/metrics") {
+    auto res = make_response(http::status::ok, req.version(),
+                             "text/plain; version=0.0.4; charset=utf-8", metrics.prometheus());
+    res.set(http::field::cache_control, "no-store");
+    co_return res;
+  }
+  if (path == "/ws") {
+    auto res = error_response(http::status::upgrade_required, req.version(),
+                              "this is the WebSocket endpoint: connect with a WebSocket client");
+    res.set(http::field::upgrade, "websocket");
+    res.set(http::field::connection, "Upgrade");
+    co_return res;
+  }
+  co_return co_await static_file(req, path);
+}
+
+Response WebService::Impl::healthz(const Request& req) {
+  auto uptime = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  json body = {{"status", stopping.load(std::memory_order_relaxed) ? "stopping" : "ok"},
+               {"version", kVersion},
+               {"uptime_s", std::round(uptime * 1000) / 1000},
+               {"listeners", listeners ? listeners->bound() : json::object()},
+               {"connections", connections.size()}};
+  auto res = make_response(http::status::ok, req.version(), "application/json", body.dump() + "\n");
+  res.set(http::field::cache_control, "no-store");
+  return res;
+}
+
+awaitable<Response> WebService::Impl::static_file(const Request& req, std::string_view path) {
+  auto relative = asset_path(path);
+  if (!relative || console_dir.empty())
+    co_return error_response(http::status::not_found, req.version(), "not found");
+  // Reading a file blocks: never on an I/O thread.
+  auto read = [root = console_dir, rel = *relative] { return read_asset(root, rel); };
+  auto asset = co_await offload(runtime.blocking(), std::move(read));
+  if (!asset) co_return error_response(http::status::not_found, req.version(), "not found");
+
+  if (req[http::field::if_none_match] == asset->etag) {
+    Response res{http::status::not_modified, req.version()};
+    res.set(http::field::server, kServerHeader);
+    res.set(http::field::etag, asset->etag);
+    res.set(http::field::cache_control, "no-cache");
+    co_return res;
+  }
+  auto type = content_type(*relative);
+  auto res = make_response(http::status::ok, req.version(), type, std::move(asset->content));
+  res.set(http::field::etag, asset->etag);
+  // Revalidate every time (cheap with the ETag): a server upgrade shows the new console at once.
+  res.set(http::field::cache_control, "no-cache");
+  if (type.starts_with("text/html")) {
+    res.set("Content-Security-Policy", kContentSecurityPolicy);
+    res.set("X-Frame-Options", "DENY");
+  }
+  co_return res;
+}
+
+// ---- WebSocket -------------------------------------------------------------------------------
+
+awaitable<void> WebService::Impl::serve_ws(Upgrade upgrade) {
+  auto peer = std::move(upgrade.peer);
+  auto request = std::move(upgrade.request);
+  // The WebSocket stream runs its own timers (handshake, idle pings) instead.
+  upgrade.stream.expires_never();
+  WsStream ws(std::move(upgrade.stream));
+  auto timeouts = websocket::stream_base::timeout::suggested(beast::role_type::server);
+  timeouts.handshake_timeout = ws_handshake_timeout;
+  timeouts.idle_timeout = ws_idle_timeout;  // a ping at half of it; no answer → closed
+  timeouts.keep_alive_pings = true;
+  ws.set_option(timeouts);
+  ws.set_option(websocket::stream_base::decorator(
+      [](websocket::response_type& res) { res.set(http::field::server, kServerHeader); }));
+  ws.read_message_max(kFrameHeaderSize + frame_limits.max_json + frame_limits.max_body);
+  ws.auto_fragment(false);
+  auto [ec] = co_await ws.async_accept(request, use_nothrow);
+  if (ec) {
+    log::debug("web {}: WebSocket handshake failed: {}", peer, ec.message());
+    co_return;
+  }
+  request = {};  // its headers are not needed for the life of the connection
+  count(101);
+  ws_upgrades.inc();
+  ws_active.inc();
+  struct Active {
+    Counter& gauge;
+    ~Active() { gauge.dec(); }
+  } active{ws_active};
+  Session session(std::make_unique<WsTransport>(std::move(ws), std::move(peer), frame_limits,
+                                                metrics, ws_counters, stopping),
+                  SessionEnv{dispatcher, metrics, connections, session_limits});
+  co_await session.run();
+}
+
+}  // namespace coserve::web

@@ -1,0 +1,62 @@
+#pragma once
+// The framed protocol over a WebSocket (web/PROTOCOL.md): each binary message is exactly one
+// frame (8-byte header + JSON + body), each text message is a JSON-only frame. Frames the server
+// sends with an empty body go out as text messages, all others as binary messages.
+//
+// Threading: as for every Transport, one read() and one write() may run at the same time, both
+// on the connection's executor. A Beast WebSocket read that is cancelled fails the whole stream
+// (no close frame could be sent after it), so a background reader coroutine owns the read side
+// and hands whole messages to read() through a one-slot channel; the Session may cancel read()
+// freely. The reader and the closing handshake share the stream with the transport (Impl) and
+// may outlive it by the close deadline.
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/websocket/stream.hpp>
+
+#include "coserve/metrics.hpp"
+#include "coserve/transport.hpp"
+
+namespace coserve::web {
+
+using WsStream = boost::beast::websocket::stream<boost::beast::tcp_stream>;
+
+// Counters of the WebSocket bridge (created once by WebService, valid for the process).
+struct WsCounters {
+  Counter& messages_in_text;
+  Counter& messages_in_binary;
+  Counter& messages_out_text;
+  Counter& messages_out_binary;
+  Counter& policy_closes;  // closed with 1008 after a message that is not a frame
+};
+
+class WsTransport final : public Transport {
+ public:
+  // `ws` has completed its handshake. `server_stopping` is read when closing, to pick the close
+  // code (1001 going away during shutdown); it must outlive the connection.
+  WsTransport(WsStream ws, std::string peer, FrameLimits limits, Metrics& metrics,
+              WsCounters& counters, const std::atomic<bool>& server_stopping);
+  ~WsTransport() override;
+
+  awaitable<std::optional<DecodeResult>> read() override;
+  awaitable<error_code> write(std::span<const OutFrame> frames) override;
+  // Starts the closing handshake (1000 normal, 1001 going away when the server is stopping,
+  // 1008 policy violation after a malformed frame) bounded by a deadline; closes the socket at
+  // once when a write is stuck in flight.
+  void close() override;
+
+  asio::any_io_executor executor() const override { return executor_; }
+  const std::string& peer() const override { return peer_; }
+  std::string_view kind() const override { return "ws"; }
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+  asio::any_io_executor executor_;
+  std::string peer_;
+};
+
+}  // namespace coserve::web
