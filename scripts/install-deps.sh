@@ -12,7 +12,12 @@ packages=(
 # Extra groups, asked for by the scripts that need them: `install-deps.sh browser` etc.
 for group in "$@"; do
   case "$group" in
-    browser) packages+=(chromium nodejs npm) ;;
+    browser)
+      packages+=(chromium)
+      # A machine may already have Node.js from elsewhere (with its own npm): keep it.
+      command -v node >/dev/null || packages+=(nodejs)
+      command -v npm >/dev/null || packages+=(npm)
+      ;;
     bench)   packages+=(gcc) ;;
     *) echo "install-deps: unknown group '$group'" >&2; exit 2 ;;
   esac
