@@ -77,6 +77,14 @@ Response error_response(http::status status, unsigned version, std::string_view 
   return res;
 }
 
+// A header for the log: short, printable ASCII only (a client's bytes are never logged raw).
+std::string printable(std::string_view text) {
+  std::string out(text.substr(0, 120));
+  for (auto& c : out)
+    if (c < 0x20 || c > 0x7e) c = '?';
+  return out;
+}
+
 std::string_view path_of(std::string_view target) {
   auto q = target.find_first_of("?#");
   return q == std::string_view::npos ? target : target.substr(0, q);
@@ -284,7 +292,7 @@ awaitable<std::optional<WebService::Impl::Upgrade>> WebService::Impl::serve_http
       } else if (!origin_allowed(req[http::field::origin], req[http::field::host], allowed_origins)) {
         ws_origin_refused.inc();
         log::info("web {}: WebSocket refused for origin '{}'", peer,
-                  std::string_view(req[http::field::origin]).substr(0, 200));
+                  printable(req[http::field::origin]));
         refusal = error_response(http::status::forbidden, req.version(), "origin not allowed");
       } else {
         // The Session registers itself from here on, and ends the socket on shutdown.
@@ -400,7 +408,13 @@ awaitable<void> WebService::Impl::serve_ws(Upgrade upgrade) {
       [](websocket::response_type& res) { res.set(http::field::server, kServerHeader); }));
   ws.read_message_max(kFrameHeaderSize + frame_limits.max_json + frame_limits.max_body);
   ws.auto_fragment(false);
+  // Until the Session registers itself, shutdown simply drops a handshake in progress.
+  auto handshake = connections.add(ws.get_executor(), [&ws] {
+    error_code ignored;
+    beast::get_lowest_layer(ws).socket().close(ignored);
+  });
   auto [ec] = co_await ws.async_accept(request, use_nothrow);
+  handshake.reset();
   if (ec) {
     log::debug("web {}: WebSocket handshake failed: {}", peer, ec.message());
     co_return;

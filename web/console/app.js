@@ -21,7 +21,14 @@ const app = {
   onReconnect(fn) { this.reconnectListeners.push(fn); },
   showError,
   errorText(e) { return e instanceof ServerError ? e.message : String(e?.message || e); },
+  relogging: false,
+  // Resolves once the connection is up and, after a reconnect, logged in again.
+  whenReady() {
+    if (conn.state === 'online' && !this.relogging) return Promise.resolve();
+    return new Promise((resolve) => readyWaiters.push(resolve));
+  },
 };
+const readyWaiters = [];
 window.coserve = app;  // for the browser console and the end-to-end test
 
 // ---- status and errors ---------------------------------------------------------------------
@@ -35,25 +42,38 @@ function showError(message) {
   bannerTimer = setTimeout(() => { banner.hidden = true; }, 8000);
 }
 
-conn.addEventListener('status', (e) => {
-  const { state, detail } = e.detail;
+function renderStatus(state, detail = '') {
+  // "online" only once a reconnected session is logged in again.
+  const shown = state === 'online' && app.relogging ? 'connecting' : state;
   const pill = $('conn-status');
-  pill.className = `pill pill-${state}`;
-  pill.textContent = state === 'online' ? 'online' : state === 'connecting' ? 'connecting…' : 'offline';
+  pill.className = `pill pill-${shown}`;
+  pill.textContent = shown === 'online' ? 'online'
+    : shown === 'connecting' ? (app.relogging ? 'logging in again…' : 'connecting…')
+    : `offline — ${detail}`;
   pill.title = detail || '';
-  if (state === 'offline') pill.textContent = `offline — ${detail}`;
-});
+  if (app.user) {
+    $('user-status').textContent = shown === 'online' ? `logged in as ${app.user}` : `${app.user} — reconnecting…`;
+  }
+  if (shown === 'online') for (const resolve of readyWaiters.splice(0)) resolve();
+}
+conn.addEventListener('status', (e) => renderStatus(e.detail.state, e.detail.detail));
 $('conn-status').addEventListener('click', () => conn.retryNow());
 
 conn.addEventListener('open', async () => {
   const hello = conn.hello;
   if (hello) $('footer').textContent = `${hello.server} ${hello.version} · protocol ${hello.protocol}`;
   if (app.credentials) {
+    app.relogging = true;
+    renderStatus(conn.state);
     try {
       await login(app.credentials.user, app.credentials.password, true);
     } catch (e) {
+      app.credentials = null;
       setUser(null);
       showError(`Could not log in again after reconnecting: ${app.errorText(e)}`);
+    } finally {
+      app.relogging = false;
+      renderStatus(conn.state);
     }
   }
   for (const fn of app.reconnectListeners) fn();
