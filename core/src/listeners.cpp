@@ -134,6 +134,22 @@ void clear_stale_socket(const std::string& name, const std::filesystem::path& pa
   std::filesystem::remove(path, ec);
 }
 
+// Runs `loop` on `ctx`, keeping `socket` (an acceptor or a datagram socket) alive until the
+// loop ends, and returns how to close that socket from any thread.
+template <class Socket>
+std::function<void()> start_loop(asio::io_context& ctx, std::shared_ptr<Socket> socket,
+                                 awaitable<void> loop, std::string name) {
+  asio::co_spawn(ctx, std::move(loop), [socket, name](std::exception_ptr e) {
+    if (e) log::error("listener {}: its loop failed", name);
+  });
+  return [socket] {
+    asio::post(socket->get_executor(), [socket] {
+      error_code ignored;
+      socket->close(ignored);
+    });
+  };
+}
+
 }  // namespace
 
 asio::ip::tcp::endpoint parse_endpoint(const std::string& listener, const std::string& value) {
@@ -235,17 +251,9 @@ void Listeners::tcp(const std::string& name, TcpHandler handler, StopMode mode) 
   if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
   if (ec) throw BindError(bind_message(name, value, ec));
   bound_[name] = endpoint_string(acceptor->local_endpoint());
-  asio::co_spawn(ctx,
-                 accept_loop<asio::ip::tcp>(shared_, *acceptor, name, std::move(handler), mode),
-                 [acceptor, name](std::exception_ptr e) {
-                   if (e) log::error("listener {}: accept loop failed", name);
-                 });
-  closers_.push_back([acceptor] {
-    asio::post(acceptor->get_executor(), [acceptor] {
-      error_code ignored;
-      acceptor->close(ignored);
-    });
-  });
+  closers_.push_back(start_loop(
+      ctx, acceptor,
+      accept_loop<asio::ip::tcp>(shared_, *acceptor, name, std::move(handler), mode), name));
   log::info("listening: {} on {}", name, bound_[name].get<std::string>());
 }
 
@@ -262,18 +270,10 @@ void Listeners::unix_stream(const std::string& name, UnixHandler handler, StopMo
   if (ec) throw BindError(bind_message(name, path.string(), ec));
   unix_paths_.push_back(path);
   bound_[name] = path.string();
-  asio::co_spawn(ctx,
-                 accept_loop<asio::local::stream_protocol>(shared_, *acceptor, name,
-                                                           std::move(handler), mode),
-                 [acceptor, name](std::exception_ptr e) {
-                   if (e) log::error("listener {}: accept loop failed", name);
-                 });
-  closers_.push_back([acceptor] {
-    asio::post(acceptor->get_executor(), [acceptor] {
-      error_code ignored;
-      acceptor->close(ignored);
-    });
-  });
+  closers_.push_back(start_loop(ctx, acceptor,
+                                accept_loop<asio::local::stream_protocol>(
+                                    shared_, *acceptor, name, std::move(handler), mode),
+                                name));
   log::info("listening: {} on {}", name, path.string());
 }
 
@@ -290,15 +290,7 @@ void Listeners::udp(const std::string& name, UdpHandler handler) {
   if (ec) throw BindError(bind_message(name, value, ec));
   auto local = socket->local_endpoint();
   bound_[name] = endpoint_string({local.address(), local.port()});
-  asio::co_spawn(ctx, handler(*socket), [socket, name](std::exception_ptr e) {
-    if (e) log::error("listener {}: receive loop failed", name);
-  });
-  closers_.push_back([socket] {
-    asio::post(socket->get_executor(), [socket] {
-      error_code ignored;
-      socket->close(ignored);
-    });
-  });
+  closers_.push_back(start_loop(ctx, socket, handler(*socket), name));
   log::info("listening: {} on {} (udp)", name, bound_[name].get<std::string>());
 }
 
@@ -314,15 +306,7 @@ void Listeners::unix_datagram(const std::string& name, UnixDatagramHandler handl
   if (ec) throw BindError(bind_message(name, path.string(), ec));
   unix_paths_.push_back(path);
   bound_[name] = path.string();
-  asio::co_spawn(ctx, handler(*socket), [socket, name](std::exception_ptr e) {
-    if (e) log::error("listener {}: receive loop failed", name);
-  });
-  closers_.push_back([socket] {
-    asio::post(socket->get_executor(), [socket] {
-      error_code ignored;
-      socket->close(ignored);
-    });
-  });
+  closers_.push_back(start_loop(ctx, socket, handler(*socket), name));
   log::info("listening: {} on {} (unix datagram)", name, path.string());
 }
 

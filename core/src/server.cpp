@@ -95,7 +95,6 @@ struct Server::Impl {
   asio::signal_set signals;
   asio::steady_timer grace_timer;
   std::atomic<bool> stopping{false};
-  bool forced = false;
 
   Impl(Config cfg)
       : config(std::move(cfg)),
@@ -111,13 +110,28 @@ struct Server::Impl {
 
   SessionEnv session_env() { return SessionEnv{dispatcher, metrics, connections, session_limits}; }
 
+  // Runs on context 0. A first SIGINT/SIGTERM shuts down gracefully; a second one closes
+  // every connection at once.
+  void wait_for_signal() {
+    signals.async_wait([this](error_code ec, int signal) {
+      if (ec) return;
+      const char* name = signal == SIGINT ? "SIGINT" : "SIGTERM";
+      if (!stopping) {
+        begin_shutdown(name);
+        wait_for_signal();
+      } else {
+        log::warn("{} again: closing {} connection(s) now", name, connections.size());
+        grace_timer.cancel();
+        close_now();
+      }
+    });
+  }
+
   // Runs on context 0.
   void begin_shutdown(const char* why) {
     if (stopping.exchange(true)) return;
     log::info("shutting down ({}): {} connection(s) open", why, connections.size());
     listeners.close_all();
-    error_code ignored;
-    signals.cancel(ignored);
     for (auto& service : dispatcher.services()) service->stop();
     connections.on_empty([this] {
       asio::post(runtime.context(0), [this] { finish(); });
@@ -127,19 +141,25 @@ struct Server::Impl {
     grace_timer.expires_after(grace);
     grace_timer.async_wait([this](error_code ec) {
       if (ec) return;
-      // Sessions asked to stop once are closed outright the second time.
       log::warn("shutdown grace period over: closing {} connection(s)", connections.size());
-      forced = true;
-      connections.shutdown_all();
-      grace_timer.expires_after(std::chrono::seconds(1));
-      grace_timer.async_wait([this](error_code ec2) {
-        if (!ec2) runtime.stop();
-      });
+      close_now();
+    });
+  }
+
+  // Sessions asked to stop once are closed outright the second time; whatever still runs a
+  // second later is abandoned.
+  void close_now() {
+    connections.shutdown_all();
+    grace_timer.expires_after(std::chrono::seconds(1));
+    grace_timer.async_wait([this](error_code ec) {
+      if (!ec) runtime.stop();
     });
   }
 
   void finish() {
+    error_code ignored;
     grace_timer.cancel();
+    signals.cancel(ignored);
     runtime.release();
   }
 };
@@ -183,9 +203,7 @@ void Server::run(const std::optional<std::filesystem::path>& ready_file) {
   auto& impl = *impl_;
   impl.signals.add(SIGINT);
   impl.signals.add(SIGTERM);
-  impl.signals.async_wait([&impl](error_code ec, int signal) {
-    if (!ec) impl.begin_shutdown(signal == SIGINT ? "SIGINT" : "SIGTERM");
-  });
+  impl.wait_for_signal();
   if (ready_file) write_file_atomically(*ready_file, bound().dump() + "\n");
   log::info("coserve {} ready: {} worker thread(s)", kVersion, impl.runtime.size());
   if (impl.stopping) impl.finish();

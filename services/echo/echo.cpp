@@ -1,6 +1,7 @@
 #include "echo.hpp"
 
 #include <memory>
+#include <vector>
 
 #include <boost/asio/write.hpp>
 
@@ -9,23 +10,22 @@
 namespace coserve::echo {
 namespace {
 
-// Big enough for bulk throughput; allocated only once a connection sends something, so idle
-// connections cost no buffer.
-constexpr std::size_t kStreamBuffer = 32 * 1024;
+// The buffer starts small, so that many quiet connections stay cheap, and doubles whenever a
+// read fills it, so bulk transfers soon move large chunks per system call.
+constexpr std::size_t kFirstBuffer = 2 * 1024;
+constexpr std::size_t kLargestBuffer = 64 * 1024;
 constexpr std::size_t kMaxDatagram = 64 * 1024;
 
 template <class Socket>
 awaitable<void> echo_stream(Socket socket) {
-  auto [wait_ec] = co_await socket.async_wait(Socket::wait_read, use_nothrow);
-  if (wait_ec) co_return;
-  auto buffer = std::make_unique<char[]>(kStreamBuffer);
+  std::vector<char> buffer(kFirstBuffer);
   for (;;) {
-    auto [ec, n] = co_await socket.async_read_some(asio::buffer(buffer.get(), kStreamBuffer),
-                                                   use_nothrow);
+    auto [ec, n] = co_await socket.async_read_some(asio::buffer(buffer), use_nothrow);
     if (ec) co_return;
     auto [write_ec, written] =
-        co_await asio::async_write(socket, asio::buffer(buffer.get(), n), use_nothrow);
+        co_await asio::async_write(socket, asio::buffer(buffer.data(), n), use_nothrow);
     if (write_ec) co_return;
+    if (n == buffer.size() && buffer.size() < kLargestBuffer) buffer.resize(buffer.size() * 2);
   }
 }
 

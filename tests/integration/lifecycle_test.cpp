@@ -105,7 +105,7 @@ TEST_CASE("SIGTERM: connected clients are told, the server exits 0 within the gr
     CHECK(static_cast<bool>(awaited12));
   }(), 10s);
   auto start = std::chrono::steady_clock::now();
-  CHECK(server.stop(0 /* already sent */, 5s) == 0);
+  CHECK(server.wait(5s) == 0);
   CHECK(std::chrono::steady_clock::now() - start < 3s);
   CHECK(server.log().find("shutting down (SIGTERM)") != std::string::npos);
 }

@@ -155,6 +155,14 @@ int ServerProcess::stop(int signal, std::chrono::milliseconds timeout) {
   return *status;
 }
 
+int ServerProcess::wait(std::chrono::milliseconds timeout) {
+  if (pid_ <= 0) throw std::runtime_error("server is not running");
+  auto status = wait_exit(pid_, timeout);
+  if (!status) throw std::runtime_error("server did not exit in time:\n" + log());
+  pid_ = -1;
+  return *status;
+}
+
 void ServerProcess::kill9() {
   if (pid_ <= 0) return;
   ::kill(pid_, SIGKILL);

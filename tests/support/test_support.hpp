@@ -54,6 +54,8 @@ class ServerProcess {
   // Sends `signal` and waits up to `timeout` for the exit; returns the exit status (128+signal
   // when killed), or throws if it did not exit in time.
   int stop(int signal = 15, std::chrono::milliseconds timeout = std::chrono::seconds(15));
+  // Waits for an exit caused elsewhere (a signal the test sent itself); returns its status.
+  int wait(std::chrono::milliseconds timeout = std::chrono::seconds(15));
   // SIGKILL, as a crash: no cleanup runs in the server.
   void kill9();
   bool running();

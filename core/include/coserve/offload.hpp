@@ -61,9 +61,4 @@ auto offload(asio::thread_pool& pool, Fn fn) -> awaitable<std::invoke_result_t<F
   }
 }
 
-template <class Fn>
-auto Runtime::offload(Fn fn) -> awaitable<std::invoke_result_t<Fn&>> {
-  return coserve::offload(blocking_, std::move(fn));
-}
-
 }  // namespace coserve

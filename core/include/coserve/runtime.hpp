@@ -54,3 +54,10 @@ class Runtime {
 }  // namespace coserve
 
 #include "coserve/offload.hpp"
+
+namespace coserve {
+template <class Fn>
+auto Runtime::offload(Fn fn) -> awaitable<std::invoke_result_t<Fn&>> {
+  return coserve::offload(blocking_, std::move(fn));
+}
+}  // namespace coserve
