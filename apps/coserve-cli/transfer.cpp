@@ -1,0 +1,385 @@
+#include "transfer.hpp"
+
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <glob.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+
+#include <openssl/evp.h>
+
+#include "coserve/runtime.hpp"  // offload.hpp needs Runtime declared first
+#include "coserve/offload.hpp"
+#include "failure.hpp"
+#include "format.hpp"
+#include "interrupt.hpp"
+#include "progress.hpp"
+
+namespace coserve::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::size_t kChunk = 256 * 1024;  // well under the server's 1 MiB body limit
+
+std::string errno_text(const std::string& what, const std::string& path) {
+  return what + " '" + path + "': " + std::strerror(errno);
+}
+
+// A file descriptor shared with the blocking pool's lambdas; closed with the last owner.
+class File {
+ public:
+  File(const std::string& path, int flags, mode_t mode = 0644) : fd_(::open(path.c_str(), flags | O_CLOEXEC, mode)) {
+    if (fd_ < 0) throw local_error(errno_text("cannot open", path));
+  }
+  ~File() { ::close(fd_); }
+  File(const File&) = delete;
+  File& operator=(const File&) = delete;
+  int fd() const noexcept { return fd_; }
+
+ private:
+  int fd_;
+};
+
+std::string base_name(const std::string& path) {
+  auto trimmed = path;
+  while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.pop_back();
+  auto slash = trimmed.rfind('/');
+  return slash == std::string::npos ? trimmed : trimmed.substr(slash + 1);
+}
+
+std::string lower(std::string text) {
+  for (auto& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return text;
+}
+
+}  // namespace
+
+std::string sha256_file(const std::string& path) {
+  File file(path, O_RDONLY);
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1)
+    throw local_error("SHA-256 is not available");
+  std::string buffer(1 << 20, '\0');
+  for (;;) {
+    ssize_t n = ::read(file.fd(), buffer.data(), buffer.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw local_error(errno_text("cannot read", path));
+    if (n == 0) break;
+    EVP_DigestUpdate(ctx.get(), buffer.data(), static_cast<std::size_t>(n));
+  }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_DigestFinal_ex(ctx.get(), digest, &length);
+  static const char* const hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < length; ++i) {
+    out += hex[digest[i] >> 4];
+    out += hex[digest[i] & 15];
+  }
+  return out;
+}
+
+awaitable<void> put_file(Env env, std::string local, std::string remote, bool overwrite) {
+  struct stat st{};
+  if (::stat(local.c_str(), &st) != 0) throw local_error(errno_text("cannot read", local));
+  if (!S_ISREG(st.st_mode)) throw local_error("'" + local + "' is not a regular file");
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+
+  if (remote.empty()) {
+    remote = base_name(local);
+  } else if (remote.back() == '/') {
+    remote += base_name(local);
+  } else {
+    // An existing remote directory receives the file under its own name, like cp.
+    json stat_request = {{"service", "files"}, {"op", "stat"}, {"path", remote}};
+    auto stream = env.conn.open_stream(std::move(stat_request));
+    auto reply = co_await Connection::next(stream);
+    if (!error_code_of(reply) && reply.head.value("type", "") == "dir")
+      remote += "/" + base_name(local);
+  }
+
+  // The server wants the digest before the first byte: hash the whole file first.
+  Progress progress(Progress::mode_for(env.quiet), "put " + base_name(local), size, 0);
+  progress.status("hashing " + local + " (" + human_size(size) + ") ...");
+  auto hash = [local] { return sha256_file(local); };
+  std::string sha256, unreadable;
+  try {
+    sha256 = co_await offload(env.pool, std::move(hash));
+  } catch (const Failure& f) {
+    unreadable = f.what();
+  }
+  progress.clear_status();
+  if (!unreadable.empty()) throw local_error(unreadable);
+  auto file = std::make_shared<File>(local, O_RDONLY);
+
+  json put = {{"service", "files"}, {"op", "put"},       {"path", remote},
+              {"size", size},       {"sha256", sha256}, {"overwrite", overwrite}};
+  auto stream = env.conn.open_stream(std::move(put));
+  Connection* conn = &env.conn;
+  Interrupt interrupt(co_await asio::this_coro::executor, [conn] { conn->close(); });
+
+  bool started = false, end_sent = false;
+  std::uint64_t sent = 0, granted = 0, resumed_from = 0;
+  json reply;
+  for (;;) {
+    Frame frame;
+    bool lost = false;
+    try {
+      frame = co_await Connection::next(stream);
+    } catch (const Failure&) {
+      lost = true;
+    }
+    if (lost) {
+      progress.abandon();
+      if (interrupt.hit())
+        throw server_error("cancelled", "interrupted after " + human_size(sent) +
+                                            "; the same put resumes the upload");
+      throw connection_error("connection lost after " + human_size(sent) +
+                             "; the same put resumes the upload");
+    }
+    if (stream.done()) {
+      if (error_code_of(frame)) progress.abandon();
+      reply = Connection::checked(std::move(frame));  // throws the server's error
+      break;
+    }
+    if (frame.head.value("event", "") != "credit") continue;
+    if (!started) {
+      started = true;
+      sent = granted = resumed_from = frame.head.value("offset", std::uint64_t{0});
+      progress = Progress(Progress::mode_for(env.quiet), "put " + base_name(local), size, sent);
+      if (frame.head.value("resumed", false))
+        progress.note("put: resuming " + remote + " at " + human_size(sent) + " (offset " +
+                      std::to_string(sent) + ")");
+    }
+    granted += frame.head.value("bytes", std::uint64_t{0});
+    while (sent < granted && sent < size) {
+      const auto n =
+          static_cast<std::size_t>(std::min<std::uint64_t>(kChunk, std::min(granted, size) - sent));
+      auto read_chunk = [file, offset = sent, n, local] {
+        std::string chunk(n, '\0');
+        std::size_t got = 0;
+        while (got < n) {
+          ssize_t r = ::pread(file->fd(), chunk.data() + got, n - got,
+                              static_cast<off_t>(offset + got));
+          if (r < 0 && errno == EINTR) continue;
+          if (r < 0) throw local_error(errno_text("cannot read", local));
+          if (r == 0) throw local_error("'" + local + "' shrank while it was being sent");
+          got += static_cast<std::size_t>(r);
+        }
+        return chunk;
+      };
+      std::string chunk, read_error;
+      try {
+        chunk = co_await offload(env.pool, std::move(read_chunk));
+      } catch (const Failure& f) {
+        read_error = f.what();
+      }
+      if (!read_error.empty()) {
+        // Ends the server's side of the upload too; its partial stays for a later put.
+        env.conn.close();
+        progress.abandon();
+        throw local_error(read_error);
+      }
+      json data = {{"event", "data"}};
+      stream.send(std::move(data), std::move(chunk));
+      sent += n;
+      progress.update(sent);
+    }
+    if (sent == size && !end_sent) {
+      end_sent = true;
+      json end = {{"event", "end"}};
+      stream.send(std::move(end));
+    }
+  }
+  if (lower(reply.value("sha256", "")) != sha256) {
+    progress.abandon();
+    throw server_error("checksum_mismatch", "the server stored " + reply.value("sha256", "?") +
+                                                " but the local file's SHA-256 is " + sha256);
+  }
+  progress.update(size);
+  progress.finish();
+  if (!env.quiet) {
+    std::string line = "put " + reply.value("path", remote) + " (" + human_size(size) +
+                       ", sha256 " + sha256 + ")";
+    if (resumed_from > 0) line += ", resumed from offset " + std::to_string(resumed_from);
+    std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
+  }
+}
+
+awaitable<void> get_file(Env env, std::string remote, std::string local) {
+  if (local.empty()) local = base_name(remote);
+  if (fs::is_directory(local)) local = (fs::path(local) / base_name(remote)).string();
+  const fs::path target(local);
+  const fs::path part = target.parent_path() / ("." + target.filename().string() + ".part");
+
+  json stat_request = {{"service", "files"}, {"op", "stat"}, {"path", remote}};
+  auto info = co_await env.conn.request(std::move(stat_request));
+  if (info.value("type", "") != "file")
+    throw server_error("bad_request", remote + " is not a regular file");
+  const auto size = info.value("size", std::uint64_t{0});
+
+  std::uint64_t offset = 0;
+  {
+    std::error_code ec;
+    auto existing = fs::file_size(part, ec);
+    if (!ec) offset = existing;
+  }
+  auto file = std::make_shared<File>(part.string(), O_WRONLY | O_CREAT);
+  if (offset > size) {  // the remote file changed since: start over
+    if (::ftruncate(file->fd(), 0) != 0)
+      throw local_error(errno_text("cannot truncate", part.string()));
+    offset = 0;
+  }
+  Connection* conn = &env.conn;
+  Interrupt interrupt(co_await asio::this_coro::executor, [conn] { conn->close(); });
+
+  json get = {{"service", "files"}, {"op", "get"}, {"path", remote}, {"offset", offset}};
+  auto stream = env.conn.open_stream(std::move(get));
+  Progress progress(Progress::mode_for(env.quiet), "get " + base_name(remote), size, offset);
+  if (offset > 0)
+    progress.note("get: resuming " + remote + " at " + human_size(offset) + " (offset " +
+                  std::to_string(offset) + ")");
+  std::uint64_t position = offset;
+  Frame final;
+  for (;;) {
+    Frame frame;
+    bool lost = false;
+    try {
+      frame = co_await Connection::next(stream);
+    } catch (const Failure&) {
+      lost = true;
+    }
+    if (lost) {
+      progress.abandon();
+      std::string where = "after " + human_size(position) + "; " + part.string() +
+                          " is kept and the same get resumes the download";
+      if (interrupt.hit()) throw server_error("cancelled", "interrupted " + where);
+      throw connection_error("connection lost " + where);
+    }
+    if (stream.done()) {
+      final = std::move(frame);
+      break;
+    }
+    if (frame.head.value("event", "") != "data") continue;
+    if (frame.head.value("offset", std::uint64_t{0}) != position) {
+      env.conn.close();
+      progress.abandon();
+      throw server_error("internal", "the server sent offset " + frame.head["offset"].dump() +
+                                         ", expected " + std::to_string(position));
+    }
+    const auto n = frame.body.size();
+    auto write_chunk = [file, at = position, body = std::move(frame.body), part] {
+      std::size_t done = 0;
+      while (done < body.size()) {
+        ssize_t w = ::pwrite(file->fd(), body.data() + done, body.size() - done,
+                             static_cast<off_t>(at + done));
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) throw local_error(errno_text("cannot write", part.string()));
+        done += static_cast<std::size_t>(w);
+      }
+    };
+    std::string write_error;
+    try {
+      co_await offload(env.pool, std::move(write_chunk));
+    } catch (const Failure& f) {
+      write_error = f.what();
+    }
+    if (!write_error.empty()) {
+      env.conn.close();  // stops the server's stream; the partial keeps what was written
+      progress.abandon();
+      throw local_error(write_error);
+    }
+    position += n;
+    progress.update(position);
+  }
+  if (error_code_of(final)) progress.abandon();
+  json reply = Connection::checked(std::move(final));
+  const auto final_size = reply.value("size", std::uint64_t{0});
+  if (position != final_size) {
+    progress.abandon();
+    throw server_error("internal", "received " + std::to_string(position) + " of " +
+                                       std::to_string(final_size) + " bytes");
+  }
+  progress.finish();
+  auto sync_and_hash = [file, p = part.string()] {
+    ::fsync(file->fd());
+    return sha256_file(p);
+  };
+  const std::string actual = co_await offload(env.pool, std::move(sync_and_hash));
+  const std::string expected = lower(reply.value("sha256", ""));
+  if (actual != expected) {
+    std::error_code ignored;
+    fs::remove(part, ignored);
+    throw server_error("checksum_mismatch",
+                       "the download's SHA-256 is " + actual + " but the server's file has " +
+                           expected + "; the partial was discarded, get again to start over");
+  }
+  std::error_code ec;
+  fs::rename(part, target, ec);
+  if (ec)
+    throw local_error("cannot rename " + part.string() + " to " + local + ": " + ec.message());
+  if (!env.quiet) {
+    std::string line = "get " + reply.value("path", remote) + " -> " + local + " (" +
+                       human_size(final_size) + ", sha256 " + actual + ")";
+    if (offset > 0) line += ", resumed from offset " + std::to_string(offset);
+    std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
+  }
+}
+
+namespace {
+bool has_glob(const std::string& text) { return text.find_first_of("*?[") != std::string::npos; }
+}  // namespace
+
+awaitable<void> put_files(Env env, std::string local, std::string remote, bool overwrite) {
+  if (!has_glob(local)) {
+    co_await put_file(env, std::move(local), std::move(remote), overwrite);
+    co_return;
+  }
+  std::vector<std::string> matches;
+  glob_t found{};
+  if (::glob(local.c_str(), 0, nullptr, &found) == 0)
+    for (std::size_t i = 0; i < found.gl_pathc; ++i)
+      if (fs::is_regular_file(found.gl_pathv[i])) matches.emplace_back(found.gl_pathv[i]);
+  ::globfree(&found);
+  if (matches.empty()) throw local_error("no local file matches '" + local + "'");
+  if (!remote.empty() && remote.back() != '/') remote += '/';
+  for (const auto& match : matches) co_await put_file(env, match, remote, overwrite);
+}
+
+awaitable<void> get_files(Env env, std::string remote, std::string local) {
+  auto slash = remote.rfind('/');
+  std::string dir = slash == std::string::npos ? "" : remote.substr(0, slash + 1);
+  std::string pattern = slash == std::string::npos ? remote : remote.substr(slash + 1);
+  if (!has_glob(pattern)) {
+    co_await get_file(env, std::move(remote), std::move(local));
+    co_return;
+  }
+  if (has_glob(dir)) throw usage_error("a remote glob may only be in the last path component");
+  if (local.empty()) local = ".";
+  if (!fs::is_directory(local)) throw local_error("'" + local + "' is not a directory");
+  json list = {{"service", "files"}, {"op", "ls"}, {"path", dir.empty() ? "." : dir}};
+  auto listing = co_await env.conn.request(std::move(list));
+  std::vector<std::string> names;
+  for (const auto& entry : listing.value("entries", json::array()))
+    if (entry.value("type", "") == "file" &&
+        ::fnmatch(pattern.c_str(), entry.value("name", "").c_str(), FNM_PERIOD) == 0)
+      names.push_back(entry.value("name", ""));
+  if (names.empty()) throw server_error("not_found", "no remote file matches '" + remote + "'");
+  for (const auto& name : names) {
+    std::string path = dir + name;
+    co_await get_file(env, std::move(path), local);
+  }
+}
+
+}  // namespace coserve::cli

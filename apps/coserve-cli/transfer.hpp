@@ -1,0 +1,28 @@
+#pragma once
+// put and get with SHA-256 verification, resume and progress (services/files/PROTOCOL.md).
+//
+// put: hashes the local file, asks the server to `put` it; the first credit event says where
+// the server's partial ends (0 for a new upload), the rest is sent within the credit window.
+// get: downloads into `.NAME.part` beside the target, asking for `offset` = the partial's size,
+// then hashes the whole partial, compares it with the server's SHA-256 and renames it into
+// place. A mismatch discards the partial and fails with `checksum_mismatch`.
+// Ctrl-C (or a lost connection) leaves both partials in place: the same command resumes.
+#include <string>
+
+#include "env.hpp"
+
+namespace coserve::cli {
+
+// Blocking: reads the whole file. Lowercase hex. Throws Failure (local) when unreadable.
+std::string sha256_file(const std::string& path);
+
+awaitable<void> put_file(Env env, std::string local, std::string remote, bool overwrite);
+awaitable<void> get_file(Env env, std::string remote, std::string local);
+
+// With a glob (`*`, `?`, `[`) in LOCAL (put) or in REMOTE's last component (get): every match
+// goes into the REMOTE / LOCAL directory (default: the current one), one after the other; the
+// first failure stops. Without a glob these are put_file / get_file.
+awaitable<void> put_files(Env env, std::string local, std::string remote, bool overwrite);
+awaitable<void> get_files(Env env, std::string remote, std::string local);
+
+}  // namespace coserve::cli
