@@ -1,5 +1,5 @@
 #pragma once
-// Service `web`: the HTTP + WebSocket bridge on listener `http` (web/PROTOCOL.md).
+// Service `web`: the HTTP + WebSocket bridge on listener `http` (docs/protocol.md).
 //   GET /            the browser console (static files from services.web.console_dir)
 //   GET /healthz     JSON {status, version, uptime_s, listeners, connections}
 //   GET /metrics     Prometheus text of every counter of the server
@@ -23,7 +23,7 @@ class WebService final : public BasicService<WebService> {
  public:
   static constexpr std::string_view kName = "web";
   static constexpr auto ops() { return std::array{op("info", &WebService::info)}; }
-  // services.web.* config keys and their defaults (docs in web/PROTOCOL.md).
+  // services.web.* config keys and their defaults (docs in docs/protocol.md).
   static json defaults();
 
   explicit WebService(ServiceContext& ctx);

@@ -1,5 +1,5 @@
 #pragma once
-// The framed protocol over a WebSocket (web/PROTOCOL.md): each binary message is exactly one
+// The framed protocol over a WebSocket (docs/protocol.md): each binary message is exactly one
 // frame (8-byte header + JSON + body), each text message is a JSON-only frame. Frames the server
 // sends with an empty body go out as text messages, all others as binary messages.
 //

@@ -1,5 +1,5 @@
 #pragma once
-// Service `auth`: login, logout, whoami (services/auth/PROTOCOL.md), plus `coserve user ...`.
+// Service `auth`: login, logout, whoami (docs/protocol.md), plus `coserve user ...`.
 //
 //   login {user, password} → {user}         errors: unauthenticated, busy {retry_after_ms}
 //   logout                 → {}

@@ -1,5 +1,5 @@
 #pragma once
-// Service `chat` (services/chat/PROTOCOL.md): rooms shared by framed/WebSocket sessions and
+// Service `chat` (docs/protocol.md): rooms shared by framed/WebSocket sessions and
 // line-mode TCP connections (listener `chat_line`, for `nc`).
 //
 //   join {room, nick?}  leave {room}  say {room, text}  pm {to, text}  who {room}  rooms
@@ -30,7 +30,7 @@ class ChatService final : public BasicService<ChatService> {
                       op("who", &ChatService::who),     op("rooms", &ChatService::rooms),
                       op("history", &ChatService::history)};
   }
-  // services.chat.* (docs: services/chat/PROTOCOL.md).
+  // services.chat.* (docs: docs/protocol.md).
   static json defaults();
 
   explicit ChatService(ServiceContext& ctx);

@@ -1,5 +1,5 @@
 #pragma once
-// Service `command` (services/command/PROTOCOL.md): runs programs for a logged-in user and
+// Service `command` (docs/protocol.md): runs programs for a logged-in user and
 // streams their output.
 //
 //   run {argv | line, timeout_ms?, stdin?} (+ body = stdin)

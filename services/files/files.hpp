@@ -1,6 +1,6 @@
 #pragma once
 // Service `files`: each logged-in user's home directory as a small chrooted file system
-// (services/files/PROTOCOL.md has every op, field, event and error).
+// (docs/protocol.md has every op, field, event and error).
 //
 //   pwd · cd {path} · ls {path?} · stat {path} · mkdir {path, parents?} · rm {path, recursive?}
 //   mv {from, to, overwrite?} · quota · hash {path} · get {path, offset?}

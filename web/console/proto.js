@@ -1,4 +1,4 @@
-// The coserve protocol over a WebSocket (web/PROTOCOL.md): text messages carry JSON-only
+// The coserve protocol over a WebSocket (docs/protocol.md): text messages carry JSON-only
 // frames, binary messages carry one whole frame (u32 json_len, u32 body_len big-endian, JSON,
 // body). Requests are multiplexed by id; events and the final reply of a request go to its Call,
 // frames without a known id are pushes.
