@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libboost1.81-dev nlohmann-json3-dev catch2 libsodium-dev libssl-dev
   libcli11-dev libspdlog-dev libedit-dev
-  netcat-openbsd curl procps
+  netcat-openbsd curl procps tmux
 )
 # Extra groups, asked for by the scripts that need them: `install-deps.sh browser` etc.
 for group in "$@"; do
