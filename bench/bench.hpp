@@ -1,7 +1,7 @@
 #pragma once
 // Shared pieces of coserve-bench: options, the latency histogram and the scenario entry points.
-// Scenarios live in scenarios.cpp (the only file that includes Asio); main.cpp parses the
-// command line, prints results and builds the report table.
+// Scenarios live in scenarios.cpp, chat.cpp and ws.cpp (the files that include Asio, through
+// kit.hpp); main.cpp parses the command line, prints results and builds the report table.
 #include <nlohmann/json.hpp>
 
 #include <array>
@@ -28,6 +28,12 @@ struct Options {
   int server_pid = 0;                  // idle: whose VmRSS to read
   bool idle_ping = true;               // idle: one echoed byte proves the server accepted it
   int threads = 1;                     // io_contexts (one thread each) in the generator
+  double rate = 200;                   // chat-fanout: messages per second over all senders
+  int senders = 4;                     // chat-fanout: members that also send
+  bool stalled = false;                // chat-fanout: add one member that never reads
+  int count = 1000;                    // command-true: sequential runs
+  std::string user = "admin";          // command-true: login (password: $COSERVE_BENCH_PASSWORD)
+  std::string path = "/ws";            // ws-echo, ws-idle: WebSocket request target
   double timeout_s = 60;               // hard bound on any one scenario beyond its own length
 };
 
@@ -82,6 +88,10 @@ Json run_raw_pingpong(const Options& o);
 Json run_framed_pingpong(const Options& o);
 Json run_bulk(const Options& o);
 Json run_idle(const Options& o);
+Json run_chat_fanout(const Options& o);
+Json run_command_true(const Options& o);
+Json run_ws_echo(const Options& o);
+Json run_ws_idle(const Options& o);
 // Runs the framed scenario against an in-process framed echo server; true on success.
 bool run_self_test();
 

@@ -32,6 +32,12 @@ scenarios:
   framed-pingpong  the same over coserve's framed protocol (service echo, op echo)
   bulk             C connections stream --bytes in total through a raw echo
   idle             open C connections, hold them, report the server's RSS per connection
+  chat-fanout      C members (1000) join one coserve chat room; --senders of them say
+                   --rate messages/s in total; deliveries/s and delivery latency
+  command-true     one session logs in and runs command.run ["true"] --count times in a row
+  ws-echo          C WebSocket connections send {"id","service":"echo","op":"echo","text":S bytes}
+                   text messages and wait for the reply with that id, for D seconds
+  ws-idle          open C WebSocket connections, hold them, report the server's RSS per connection
 
 options:
   --target HOST:PORT  loopback address to load (also --host, --port)
@@ -44,6 +50,13 @@ options:
   --server-pid PID    idle: process whose VmRSS is read
   --no-ping           idle: only connect, do not exchange a byte first
   --threads T         generator threads (default 1)
+  --rate R            chat-fanout: messages per second over all senders (default 200)
+  --senders N         chat-fanout: how many members also send (default 4)
+  --stalled           chat-fanout: one more member joins and then never reads its socket
+  --count N           command-true: runs (default 1000)
+  --user NAME         command-true: login name (default admin); the password is read from
+                      the environment variable COSERVE_BENCH_PASSWORD
+  --path P            ws-echo, ws-idle: WebSocket request target (default /ws)
   --timeout S         extra seconds before a stalled run is abandoned (default 60)
   --results FILE      also append the JSON line to FILE
 
@@ -51,6 +64,8 @@ table:
   Prints a markdown table of every JSON line in FILE and one row per --check:
     --check 'TITLE|NAME_A/NAME_B:METRIC>=0.90'   ratio of a metric between two named runs
     --check 'TITLE|NAME:METRIC<=10'              one run's metric against a bound
+    --check 'TITLE|NAME:METRIC'                  informational: the value, no bound
+  The msgs/s column holds deliveries/s for chat-fanout and runs/s for command-true.
   --strict makes a failed check exit with status 3.
 )";
 
@@ -88,18 +103,44 @@ std::string fmt(const char* f, double v) {
 
 double num(const Json& j, const char* key) { return j.contains(key) && j[key].is_number() ? j[key].get<double>() : 0; }
 
+std::string stalled_note(const Json& r) {
+  return r.value("stalled_dropped", false) ? fmt("stalled member dropped after %.1f s", num(r, "stalled_dropped_after_s"))
+                                           : std::string("stalled member not dropped during the run");
+}
+
+// The table's notes column: what a scenario's numbers mean beyond the common columns.
+std::string note_of(const Json& r) {
+  if (r["scenario"] == "chat-fanout") {
+    std::string n = "deliveries/s; " + r["members"].dump() + " members, " + r["senders"].dump() + " senders at " +
+                    fmt("%.0f msgs/s", num(r, "rate"));
+    if (r.value("stalled_member", false)) n += "; " + stalled_note(r);
+    return n;
+  }
+  if (r["scenario"] == "command-true") return "runs/s; " + r["runs"].dump() + fmt(" runs in %.2f s", num(r, "seconds"));
+  return "";
+}
+
 std::string human_line(const Json& r) {
   std::ostringstream s;
   s << r["scenario"].get<std::string>() << " [" << r["name"].get<std::string>() << "] "
     << r["target"].get<std::string>() << ": ";
-  if (r.contains("msgs_per_s")) {
+  if (r["scenario"] == "chat-fanout") {
+    s << r["members"] << " members" << (r.value("stalled_member", false) ? " + 1 stalled" : "") << ", "
+      << r["senders"] << " senders" << fmt(" at %.0f msgs/s", num(r, "rate")) << fmt(": %.0f deliveries/s", num(r, "msgs_per_s"))
+      << fmt(", p50 %.1f us", num(r, "p50_us")) << fmt(", p99 %.1f us", num(r, "p99_us")) << " (" << r["deliveries"]
+      << " of " << r["expected_deliveries"] << " deliveries of " << r["sent"] << " messages in " << r["duration_s"] << " s)";
+    if (r.value("stalled_member", false)) s << ", " << stalled_note(r);
+  } else if (r["scenario"] == "command-true") {
+    s << r["runs"] << fmt(" runs in %.2f s", num(r, "seconds")) << fmt(", %.0f runs/s", num(r, "msgs_per_s"))
+      << fmt(", p50 %.1f us", num(r, "p50_us")) << fmt(", p99 %.1f us", num(r, "p99_us"));
+  } else if (r.contains("msgs_per_s")) {
     s << fmt("%.0f msgs/s", num(r, "msgs_per_s")) << fmt(", p50 %.1f us", num(r, "p50_us"))
       << fmt(", p99 %.1f us", num(r, "p99_us")) << " (" << r["conns"] << " conns x " << r["size"] << " B, "
       << r["duration_s"] << " s)";
   } else if (r.contains("mb_per_s")) {
     s << fmt("%.1f MB/s", num(r, "mb_per_s")) << fmt(" (%.0f MiB", num(r, "bytes") / (1 << 20)) << " over "
       << r["conns"] << " conns" << fmt(" in %.2f s)", num(r, "seconds"));
-  } else if (r["scenario"] == "idle") {
+  } else if (r["scenario"] == "idle" || r["scenario"] == "ws-idle") {
     s << r["established"] << "/" << r["conns"] << " established" << fmt(" in %.2f s", num(r, "open_s"));
     if (r.contains("kib_per_conn"))
       s << fmt(", server VmRSS %.0f", num(r, "rss_before_kib")) << fmt(" -> %.0f KiB", num(r, "rss_held_kib"))
@@ -124,6 +165,14 @@ int run_scenario(const std::string& scenario, bench::Options o, const std::optio
     r = bench::run_bulk(o);
   } else if (scenario == "idle") {
     r = bench::run_idle(o);
+  } else if (scenario == "chat-fanout") {
+    r = bench::run_chat_fanout(o);
+  } else if (scenario == "command-true") {
+    r = bench::run_command_true(o);
+  } else if (scenario == "ws-echo") {
+    r = bench::run_ws_echo(o);
+  } else if (scenario == "ws-idle") {
+    r = bench::run_ws_idle(o);
   } else {
     usage_error("unknown scenario " + scenario);
   }
@@ -141,7 +190,7 @@ int run_scenario(const std::string& scenario, bench::Options o, const std::optio
 std::string cell(const Json& r, const char* key, const char* f) { return r.contains(key) ? fmt(f, num(r, key)) : ""; }
 
 struct Check {
-  std::string title, a, b, metric, op;  // b empty: a bound on a's metric
+  std::string title, a, b, metric, op;  // b empty: a bound on a's metric; op empty: informational
   double limit = 0;
 };
 
@@ -153,13 +202,15 @@ Check parse_check(const std::string& spec) {
     rest = rest.substr(bar + 1);
   }
   auto colon = rest.find(':');
+  if (colon == std::string::npos) usage_error("bad --check " + spec);
   auto op = rest.find_first_of("<>", colon);
-  if (colon == std::string::npos || op == std::string::npos || rest.size() < op + 3 || rest[op + 1] != '=')
-    usage_error("bad --check " + spec);
+  if (op != std::string::npos && (rest.size() < op + 3 || rest[op + 1] != '=')) usage_error("bad --check " + spec);
   std::string names = rest.substr(0, colon);
-  c.metric = rest.substr(colon + 1, op - colon - 1);
-  c.op = rest.substr(op, 2);
-  c.limit = std::stod(rest.substr(op + 2));
+  c.metric = rest.substr(colon + 1, op == std::string::npos ? std::string::npos : op - colon - 1);
+  if (op != std::string::npos) {
+    c.op = rest.substr(op, 2);
+    c.limit = std::stod(rest.substr(op + 2));
+  }
   auto slash = names.find('/');
   c.a = names.substr(0, slash);
   if (slash != std::string::npos) c.b = names.substr(slash + 1);
@@ -181,14 +232,14 @@ int print_table(const std::string& results_file, const std::string& machine, con
   }
 
   if (!machine.empty()) std::cout << "Machine: " << machine << "\n\n";
-  std::cout << "| run | scenario | conns | size B | msgs/s | p50 µs | p99 µs | MB/s | KiB/conn | errors |\n"
-               "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n";
+  std::cout << "| run | scenario | conns | size B | msgs/s | p50 µs | p99 µs | MB/s | KiB/conn | errors | notes |\n"
+               "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|\n";
   for (const auto& r : rows) {
     std::cout << "| " << r.value("name", "") << " | " << r.value("scenario", "") << " | " << cell(r, "conns", "%.0f")
               << " | " << cell(r, "size", "%.0f") << " | " << cell(r, "msgs_per_s", "%.0f") << " | "
               << cell(r, "p50_us", "%.1f") << " | " << cell(r, "p99_us", "%.1f") << " | "
               << cell(r, "mb_per_s", "%.1f") << " | " << cell(r, "kib_per_conn", "%.2f") << " | "
-              << cell(r, "errors", "%.0f") << " |\n";
+              << cell(r, "errors", "%.0f") << " | " << note_of(r) << " |\n";
   }
   if (checks.empty()) return 0;
 
@@ -204,6 +255,11 @@ int print_table(const std::string& results_file, const std::string& machine, con
       } else if (auto b = by_name.find(c.b); b != by_name.end() && num(b->second, c.metric.c_str()) > 0) {
         value = num(a->second, c.metric.c_str()) / num(b->second, c.metric.c_str());
       }
+    }
+    if (c.op.empty()) {  // informational: no bound, never fails
+      std::string shown = !value ? "n/a" : *value >= 1000 ? fmt("%.0f", *value) : fmt("%.3g", *value);
+      std::cout << "| " << c.title << " | " << shown << " | – | info |\n";
+      continue;
     }
     bool pass = value && (c.op == ">=" ? *value >= c.limit : *value <= c.limit);
     all_pass = all_pass && pass;
@@ -270,6 +326,18 @@ int main(int argc, char** argv) try {
       o.threads = std::stoi(value());
     } else if (a == "--timeout") {
       o.timeout_s = std::stod(value());
+    } else if (a == "--rate") {
+      o.rate = std::stod(value());
+    } else if (a == "--senders") {
+      o.senders = std::stoi(value());
+    } else if (a == "--stalled") {
+      o.stalled = true;
+    } else if (a == "--count") {
+      o.count = std::stoi(value());
+    } else if (a == "--user") {
+      o.user = value();
+    } else if (a == "--path") {
+      o.path = value();
     } else if (a == "--results") {
       results_file = value();
     } else if (a == "--machine") {
@@ -289,6 +357,9 @@ int main(int argc, char** argv) try {
   // Sanity bounds: a typo should not turn into a million sockets or a day-long run.
   if (o.conns != -1 && (o.conns < 1 || o.conns > 60000)) usage_error("--conns must be 1..60000");
   if (o.threads < 1 || o.threads > 64) usage_error("--threads must be 1..64");
+  if (o.rate <= 0 || o.rate > 1e6 || o.senders < 1 || o.senders > 1000) usage_error("--rate or --senders out of range");
+  if (o.count < 1 || o.count > 1000000) usage_error("--count must be 1..1000000");
+  if (o.path.empty() || o.path.front() != '/') usage_error("--path must start with /");
   if (o.size > (64u << 20)) usage_error("--size must be at most 64M");
   if (o.duration_s > 3600 || o.warmup_s < 0 || o.warmup_s > 60 || o.hold_s < 0 || o.hold_s > 600)
     usage_error("--duration, --warmup or --hold out of range");

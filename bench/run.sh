@@ -11,7 +11,12 @@
 #   BENCH_BULK_CONNS=4 BENCH_BULK_BYTES=256M
 #   BENCH_IDLE_CONNS=10000 BENCH_IDLE_HOLD=3
 #   BENCH_THREADS=1                      load generator threads
-#   BENCH_SCENARIOS="raw_pingpong framed_pingpong bulk idle"
+#   BENCH_CHAT_MEMBERS=1000 BENCH_CHAT_RATE=200 BENCH_CHAT_SENDERS=4   chat fan-out
+#   BENCH_COMMAND_RUNS=1000              command.run ["true"] in a row
+#   BENCH_WS_IDLE_CONNS=$BENCH_IDLE_CONNS  idle WebSocket connections
+#   BENCH_NODE=auto                      0: skip the Node.js `ws` baseline of ws_echo
+#   BENCH_NODE_DIR=build/bench-node      where `npm install --no-save ws` puts the package
+#   BENCH_SCENARIOS="raw_pingpong framed_pingpong bulk idle chat_fanout command_true ws_echo ws_idle"
 #   BENCH_SERVER_CPUS= BENCH_CLIENT_CPUS=  taskset CPU lists to pin servers / generator
 #   BENCH_COSERVE_ARGS=                  extra coserve flags, e.g. "--set some.key=value"
 #   BENCH_BUILD=1                        0: use the binaries as they are
@@ -35,16 +40,27 @@ BULK_BYTES=${BENCH_BULK_BYTES:-256M}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
 IDLE_HOLD=${BENCH_IDLE_HOLD:-3}
 THREADS=${BENCH_THREADS:-1}
-SCENARIOS=${BENCH_SCENARIOS:-raw_pingpong framed_pingpong bulk idle}
+CHAT_MEMBERS=${BENCH_CHAT_MEMBERS:-1000}
+CHAT_RATE=${BENCH_CHAT_RATE:-200}
+CHAT_SENDERS=${BENCH_CHAT_SENDERS:-4}
+COMMAND_RUNS=${BENCH_COMMAND_RUNS:-1000}
+WS_IDLE_CONNS=${BENCH_WS_IDLE_CONNS:-$IDLE_CONNS}
+SCENARIOS=${BENCH_SCENARIOS:-raw_pingpong framed_pingpong bulk idle chat_fanout command_true ws_echo ws_idle}
 BIN_DIR=${BENCH_BIN_DIR:-$root/build/release/bin}
 OUT_DIR=${BENCH_OUT:-$root/build/bench}
+NODE_DIR=${BENCH_NODE_DIR:-$root/build/bench-node}
+
+# Every coserve we start has a fresh data dir, so its first start creates user `admin` with this
+# password (COSERVE_ADMIN_PASSWORD); command_true logs in with it (COSERVE_BENCH_PASSWORD).
+bench_password=$(head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
+export COSERVE_ADMIN_PASSWORD=$bench_password COSERVE_BENCH_PASSWORD=$bench_password
 
 # Listeners coserve starts with; an empty value turns one off. Port 0: the kernel picks.
 coserve_listeners=(
   --set listeners.framed=127.0.0.1:0
   --set listeners.echo_tcp=127.0.0.1:0
   --set listeners.echo_udp=127.0.0.1:0
-  --set listeners.http=
+  --set listeners.http=127.0.0.1:0
   --set listeners.chat_line=
   --set listeners.echo_unix=
   --set listeners.echo_unix_dgram=
@@ -58,6 +74,8 @@ failed_runs=0
 coserve_pid=
 epoll_pid=
 epoll_addr=
+server_pid=   # the last baseline start_port_server started
+server_addr=
 
 log() { echo "run.sh: $*" >&2; }
 die() {
@@ -108,13 +126,13 @@ build() {
   (
     cd "$root"
     [ -f build/release/CMakeCache.txt ] || cmake --preset release
-    cmake --build --preset release --target coserve coserve-bench epoll-echo
+    cmake --build --preset release --target coserve coserve-bench epoll-echo beast-ws-echo
   )
 }
 
 check_binaries() {
   local b
-  for b in coserve coserve-bench epoll-echo; do
+  for b in coserve coserve-bench epoll-echo beast-ws-echo; do
     [ -x "$BIN_DIR/$b" ] || die "missing $BIN_DIR/$b (build the release preset, or set BENCH_BIN_DIR)"
   done
 }
@@ -140,16 +158,38 @@ coserve_addr() {
   echo "$addr"
 }
 
+# start_coserve [coserve flags...]: a fresh coserve (new data dir); the flags come after the
+# defaults, e.g. a scenario's --set of a service limit.
 start_coserve() {
   rm -rf "$work/data" "$work/ready.json"
   mkdir -p "$work/data"
   # shellcheck disable=SC2086 # BENCH_COSERVE_ARGS is a list of words on purpose
   $(pin "${BENCH_SERVER_CPUS:-}") "$BIN_DIR/coserve" --data-dir "$work/data" --ready-file "$work/ready.json" \
-    "${coserve_listeners[@]}" ${BENCH_COSERVE_ARGS:-} >"$work/coserve.log" 2>&1 &
+    "${coserve_listeners[@]}" ${BENCH_COSERVE_ARGS:-} "$@" >"$work/coserve.log" 2>&1 &
   coserve_pid=$!
   started_pids+=("$coserve_pid")
   wait_for_file "$work/ready.json" "$coserve_pid" 30 || die "coserve did not write its ready file"
   log "coserve (pid $coserve_pid) ready: $(tr -d '\n' <"$work/ready.json")"
+}
+
+# wait_rss_settled PID: until the process's VmRSS stops moving (three reads 0.2 s apart within
+# 256 KiB), at most 5 s. A fresh coserve is ready before the Argon2id hash of its first user
+# (64 MiB) is freed; an idle baseline taken then would make every connection look free.
+wait_rss_settled() {
+  local pid=$1 prev=-1 rss steady=0 _
+  for _ in $(seq 25); do
+    rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null) || return 0
+    [ -n "$rss" ] || return 0
+    if [ "$prev" -ge 0 ] && [ $((rss > prev ? rss - prev : prev - rss)) -le 256 ]; then
+      steady=$((steady + 1))
+      [ "$steady" -ge 2 ] && return 0
+    else
+      steady=0
+    fi
+    prev=$rss
+    sleep 0.2
+  done
+  log "VmRSS of $pid still moving; measuring anyway"
 }
 
 stop_coserve() {
@@ -172,6 +212,43 @@ stop_epoll() {
   [ -n "$epoll_pid" ] || return 0
   stop_pid "$epoll_pid"
   epoll_pid=
+}
+
+# start_port_server NAME COMMAND...: starts a baseline server that prints its port on stdout
+# (beast-ws-echo, the Node.js script); sets server_pid and server_addr.
+start_port_server() {
+  local name=$1
+  shift
+  rm -f "$work/$name.port"
+  # shellcheck disable=SC2046
+  $(pin "${BENCH_SERVER_CPUS:-}") "$@" >"$work/$name.port" 2>"$work/$name.log" &
+  server_pid=$!
+  started_pids+=("$server_pid")
+  wait_for_file "$work/$name.port" "$server_pid" 10 || die "$name did not start: $(cat "$work/$name.log")"
+  server_addr=127.0.0.1:$(head -n 1 "$work/$name.port")
+  log "$name (pid $server_pid) on $server_addr"
+}
+
+# node_ws_ready: true when Node.js can run bench/ws_echo_server.js, installing the npm package
+# `ws` into NODE_DIR the first time (never into the source tree).
+node_ws_ready() {
+  [ "${BENCH_NODE:-auto}" != 0 ] || return 1
+  if ! command -v node >/dev/null; then
+    log "node not found: no Node.js ws baseline"
+    return 1
+  fi
+  [ -f "$NODE_DIR/node_modules/ws/package.json" ] && return 0
+  if ! command -v npm >/dev/null; then
+    log "npm not found: no Node.js ws baseline"
+    return 1
+  fi
+  mkdir -p "$NODE_DIR"
+  log "installing the npm package ws into $NODE_DIR"
+  if ! npm install --no-save --no-audit --no-fund --prefix "$NODE_DIR" ws >"$work/npm.log" 2>&1; then
+    log "npm install ws failed, no Node.js ws baseline:"
+    tail -n 5 "$work/npm.log" >&2 || true
+    return 1
+  fi
 }
 
 # run_bench NAME SCENARIO TARGET [coserve-bench options...]: one measured run, appended to the
@@ -236,6 +313,7 @@ scenario_idle() {
   local echo_tcp
   stop_coserve
   start_coserve
+  wait_rss_settled "$coserve_pid"
   echo_tcp=$(coserve_addr echo_tcp)
   run_bench coserve-idle idle "$echo_tcp" --conns "$IDLE_CONNS" --hold "$IDLE_HOLD" \
     --server-pid "$coserve_pid"
@@ -243,6 +321,70 @@ scenario_idle() {
   start_epoll
   run_bench epoll-idle idle "$epoll_addr" --conns "$IDLE_CONNS" --hold "$IDLE_HOLD" --server-pid "$epoll_pid"
   add_check "idle connection, coserve KiB RSS each|coserve-idle:kib_per_conn<=10"
+}
+
+# Chat fan-out: CHAT_MEMBERS members in one room, CHAT_SENDERS of them sending CHAT_RATE
+# messages/s in total; then the same with one member that never reads. The server's flood
+# control (10 msgs/s per member, bursts of 20) would refuse the senders, so it is raised, and
+# members_per_room is raised if the room needs more than its default 10000.
+scenario_chat_fanout() {
+  local framed per_room=10000 chat_args
+  [ $((CHAT_MEMBERS + 1)) -le "$per_room" ] || per_room=$((CHAT_MEMBERS + 1))
+  stop_coserve
+  start_coserve --set services.chat.messages_per_second=1000000 --set services.chat.burst=1000000 \
+    --set services.chat.members_per_room="$per_room"
+  framed=$(coserve_addr framed)
+  chat_args=(--conns "$CHAT_MEMBERS" --rate "$CHAT_RATE" --senders "$CHAT_SENDERS" --duration "$DURATION" --warmup "$WARMUP")
+  run_bench coserve-chat chat-fanout "$framed" "${chat_args[@]}"
+  run_bench coserve-chat-stalled chat-fanout "$framed" "${chat_args[@]}" --stalled
+  add_check "chat fan-out, deliveries/s|coserve-chat:msgs_per_s"
+  add_check "chat fan-out, p99 delivery latency µs|coserve-chat:p99_us"
+  add_check "chat fan-out with a stalled member, p99 delivery latency µs|coserve-chat-stalled:p99_us"
+}
+
+# COMMAND_RUNS sequential command.run ["true"] over one logged-in session.
+scenario_command_true() {
+  local framed
+  framed=$(coserve_addr framed)
+  run_bench coserve-command command-true "$framed" --user admin --count "$COMMAND_RUNS"
+  add_check "command.run true x$COMMAND_RUNS, seconds|coserve-command:seconds"
+  add_check "command.run true, runs/s|coserve-command:msgs_per_s"
+}
+
+# WebSocket echo ping-pong: coserve's /ws beside beast-ws-echo and, when Node.js is there, the
+# npm package ws. Each baseline runs only while it is measured.
+scenario_ws_echo() {
+  local http
+  http=$(coserve_addr http)
+  # shellcheck disable=SC2046
+  run_bench coserve-ws ws-echo "$http" $(pingpong_args)
+  start_port_server beast-ws-echo "$BIN_DIR/beast-ws-echo" 0
+  # shellcheck disable=SC2046
+  run_bench beast-ws ws-echo "$server_addr" $(pingpong_args)
+  stop_pid "$server_pid"
+  add_check "WebSocket echo, coserve / Beast|coserve-ws/beast-ws:msgs_per_s>=1.2"
+  if node_ws_ready; then
+    start_port_server node-ws env NODE_PATH="$NODE_DIR/node_modules" node "$root/bench/ws_echo_server.js" 0
+    # shellcheck disable=SC2046
+    run_bench node-ws ws-echo "$server_addr" $(pingpong_args)
+    stop_pid "$server_pid"
+    add_check "WebSocket echo, coserve / Node.js ws|coserve-ws/node-ws:msgs_per_s>=1.2"
+  fi
+}
+
+# Idle WebSocket connections on a fresh coserve (as scenario_idle), and on beast-ws-echo for
+# reference.
+scenario_ws_idle() {
+  local http
+  stop_coserve
+  start_coserve
+  wait_rss_settled "$coserve_pid"
+  http=$(coserve_addr http)
+  run_bench coserve-ws-idle ws-idle "$http" --conns "$WS_IDLE_CONNS" --hold "$IDLE_HOLD" --server-pid "$coserve_pid"
+  start_port_server beast-ws-echo "$BIN_DIR/beast-ws-echo" 0
+  run_bench beast-ws-idle ws-idle "$server_addr" --conns "$WS_IDLE_CONNS" --hold "$IDLE_HOLD" --server-pid "$server_pid"
+  stop_pid "$server_pid"
+  add_check "idle WebSocket connection, coserve KiB RSS each|coserve-ws-idle:kib_per_conn<=6"
 }
 
 # ---- report -------------------------------------------------------------------------------
@@ -261,6 +403,8 @@ report() {
   echo
   echo "Settings: ping-pong ${CONNS} conns x ${SIZE} B for ${DURATION} s (+${WARMUP} s warm-up);" \
     "bulk ${BULK_BYTES} over ${BULK_CONNS} conns; idle ${IDLE_CONNS} conns held ${IDLE_HOLD} s;" \
+    "chat ${CHAT_MEMBERS} members, ${CHAT_SENDERS} senders at ${CHAT_RATE} msgs/s; command ${COMMAND_RUNS} runs;" \
+    "idle WebSocket ${WS_IDLE_CONNS} conns;" \
     "generator threads ${THREADS}${BENCH_SERVER_CPUS:+; servers on CPUs $BENCH_SERVER_CPUS}${BENCH_CLIENT_CPUS:+; generator on CPUs $BENCH_CLIENT_CPUS}."
   echo
   local strict=()
