@@ -6,6 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cmake --preset release >/dev/null
-cmake --build --preset release
+cmake --build --preset release --target coserve coserve-cli
 mkdir -p var/data
 exec build/release/bin/coserve --data-dir var/data "$@"
