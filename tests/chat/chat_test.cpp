@@ -272,7 +272,7 @@ TEST_CASE("presence: joined, left on leave and on disconnect, who, nick rules") 
   }());
 }
 
-TEST_CASE("a member that stops reading is dropped; a fast member still gets every message") {
+TEST_CASE("a member that stops reading is dropped, a fast member still gets every message") {
   test::ServerProcess server({"--set", "services.chat.out_limit_bytes=65536", "--set",
                               "services.chat.drop_grace_ms=200", "--set",
                               "services.chat.messages_per_second=1000000", "--set",

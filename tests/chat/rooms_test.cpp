@@ -23,7 +23,7 @@ const SteadyTime t0 = SteadyTime{} + 1000s;
 
 }  // namespace
 
-TEST_CASE("members join and leave rooms; the last one out removes the room") {
+TEST_CASE("members join and leave rooms, the last one out removes the room") {
   Rooms rooms;
   rooms.claim_nick(1, "alice");
   rooms.claim_nick(2, "bob");

@@ -126,7 +126,7 @@ awaitable<bool> group_gone_within(pid_t pgid, std::chrono::milliseconds limit) {
 
 }  // namespace
 
-TEST_CASE("multi-MiB output arrives complete and in order; no-output commands still reply") {
+TEST_CASE("multi-MiB output arrives complete and in order, no-output commands still reply") {
   Fixture f;
   test::run([&]() -> awaitable<void> {
     Client c(co_await asio::this_coro::executor);

@@ -34,7 +34,7 @@ errc code_of(auto&& fn) {
 }
 }  // namespace
 
-TEST_CASE("split: blanks, quotes and escapes; shell operators stay literal") {
+TEST_CASE("split: blanks, quotes and escapes, shell operators stay literal") {
   CHECK(split("ls -l  /tmp") == V{"ls", "-l", "/tmp"});
   CHECK(split("  ") == V{});
   CHECK(split("echo 'a b' \"c d\" e\\ f") == V{"echo", "a b", "c d", "e f"});

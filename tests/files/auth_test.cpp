@@ -90,7 +90,7 @@ TEST_CASE("coserve user add/passwd/del/list manage users.json", "[auth][cli]") {
   }
 }
 
-TEST_CASE("login: good, wrong password, unknown user; logout and whoami", "[auth]") {
+TEST_CASE("login: good, wrong password, unknown user, logout and whoami", "[auth]") {
   TempDir dir;
   add_user(dir.path(), "alice", "correct horse");
   ServerProcess server({}, dir.path());

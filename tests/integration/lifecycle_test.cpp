@@ -162,7 +162,7 @@ TEST_CASE("startup errors: one clear line and a non-zero exit") {
   CHECK(err.find("terminate") == std::string::npos);
 }
 
-TEST_CASE("a stale Unix socket file is replaced; a live one is not stolen") {
+TEST_CASE("a stale Unix socket file is replaced, a live one is not stolen") {
   test::TempDir dir;
   auto path = dir.path() / "run" / "echo.sock";
   std::filesystem::create_directories(path.parent_path());

@@ -102,7 +102,7 @@ TEST_CASE("routing and validation errors have stable codes and keep the connecti
   CHECK(server.running());
 }
 
-TEST_CASE("an oversize body is refused with its id and skipped; the stream goes on") {
+TEST_CASE("an oversize body is refused with its id and skipped, the stream goes on") {
   test::ServerProcess server({"--set", "limits.max_body=1000"});
   test::run([&]() -> awaitable<void> {
     RawConnection c(co_await asio::this_coro::executor);

@@ -32,7 +32,7 @@ TEST_CASE("per-address and total limits, released by the ticket") {
   CHECK(m.value("connections_refused_total") == 2);
 }
 
-TEST_CASE("deny wins over allow; v4 and v6 CIDRs") {
+TEST_CASE("deny wins over allow, v4 and v6 CIDRs") {
   Metrics m;
   AccessFilter f(policy_with({{"allow", {"127.0.0.0/8", "::1"}}, {"deny", {"127.0.0.2/32"}}}), m);
   std::string why;
