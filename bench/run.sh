@@ -16,7 +16,8 @@
 #   BENCH_WS_IDLE_CONNS=$BENCH_IDLE_CONNS  idle WebSocket connections
 #   BENCH_NODE=auto                      0: skip the Node.js `ws` baseline of ws_echo
 #   BENCH_NODE_DIR=build/bench-node      where `npm install --no-save ws` puts the package
-#   BENCH_SCENARIOS="raw_pingpong framed_pingpong bulk idle chat_fanout command_true ws_echo ws_idle"
+#   BENCH_FILE_BYTES=1G                  files: size of the file uploaded and downloaded
+#   BENCH_SCENARIOS="raw_pingpong framed_pingpong bulk idle chat_fanout command_true ws_echo ws_idle files"
 #   BENCH_SERVER_CPUS= BENCH_CLIENT_CPUS=  taskset CPU lists to pin servers / generator
 #   BENCH_COSERVE_ARGS=                  extra coserve flags, e.g. "--set some.key=value"
 #   BENCH_BUILD=1                        0: use the binaries as they are
@@ -45,7 +46,8 @@ CHAT_RATE=${BENCH_CHAT_RATE:-200}
 CHAT_SENDERS=${BENCH_CHAT_SENDERS:-4}
 COMMAND_RUNS=${BENCH_COMMAND_RUNS:-1000}
 WS_IDLE_CONNS=${BENCH_WS_IDLE_CONNS:-$IDLE_CONNS}
-SCENARIOS=${BENCH_SCENARIOS:-raw_pingpong framed_pingpong bulk idle chat_fanout command_true ws_echo ws_idle}
+FILE_BYTES=${BENCH_FILE_BYTES:-1G}
+SCENARIOS=${BENCH_SCENARIOS:-raw_pingpong framed_pingpong bulk idle chat_fanout command_true ws_echo ws_idle files}
 BIN_DIR=${BENCH_BIN_DIR:-$root/build/release/bin}
 OUT_DIR=${BENCH_OUT:-$root/build/bench}
 NODE_DIR=${BENCH_NODE_DIR:-$root/build/bench-node}
@@ -385,6 +387,162 @@ scenario_ws_idle() {
   run_bench beast-ws-idle ws-idle "$server_addr" --conns "$WS_IDLE_CONNS" --hold "$IDLE_HOLD" --server-pid "$server_pid"
   stop_pid "$server_pid"
   add_check "idle WebSocket connection, coserve KiB RSS each|coserve-ws-idle:kib_per_conn<=6"
+}
+
+# File transfer: one FILE_BYTES file of random bytes uploaded and downloaded through coserve's
+# files service with the real client (`coserve-cli put/get`, as user admin), then through vsftpd
+# (when installed) with curl over ftp://. Each figure is the file's bytes over the wall time of
+# the whole client command: for coserve that includes login, the client's SHA-256 of the file,
+# the transfer, the server's SHA-256 check, fsync and rename (put), and the client's fsync and
+# SHA-256 check (get). vsftpd checks nothing and syncs nothing, so it is measured twice: as it is
+# (`-cached`), and with the stored (put) or downloaded (get) file fsynced after curl (`sync FILE`),
+# which is coserve's durability. Outside the timing the script compares the SHA-256 of the
+# source with the server's stored copy and with the download, on both servers. Every file lives
+# under the run's temp dir: TMPDIR=/dev/shm measures the servers instead of the disk.
+scenario_files() {
+  local bytes dir framed src_sha port ok vs_pid
+  local cli=(env COSERVE_PASSWORD="$bench_password" "$BIN_DIR/coserve-cli" --host 127.0.0.1)
+  bytes=$(numfmt --from=iec "$FILE_BYTES") || die "BENCH_FILE_BYTES: not a size: $FILE_BYTES"
+  dir=$work/files
+  rm -rf "$dir"
+  mkdir -p "$dir/vsftpd/root/pub" "$dir/vsftpd/empty"
+  log "files: writing $bytes random bytes to $dir/source.bin"
+  head -c "$bytes" /dev/urandom >"$dir/source.bin"
+  src_sha=$(files_sha256 "$dir/source.bin")
+
+  stop_coserve
+  start_coserve
+  framed=$(coserve_addr framed)
+  cli+=(--port "${framed##*:}" --user admin --quiet)
+  files_timed coserve-put files-put "$framed" "$bytes" "$src_sha" "$work/data/homes/admin/bench.bin" \
+    "${cli[@]}" put "$dir/source.bin" /bench.bin
+  files_timed coserve-get files-get "$framed" "$bytes" "$src_sha" "$dir/coserve-download.bin" \
+    "${cli[@]}" get /bench.bin "$dir/coserve-download.bin"
+  rm -f "$dir/coserve-download.bin"
+  # A fresh coserve (and data dir) for whatever runs next, without the stored copy.
+  stop_coserve
+  start_coserve
+  add_check "file upload, coserve MB/s|coserve-put:mb_per_s"
+  add_check "file download, coserve MB/s|coserve-get:mb_per_s"
+
+  if ! command -v vsftpd >/dev/null && [ ! -x /usr/sbin/vsftpd ]; then
+    log "vsftpd not installed (scripts/install-deps.sh bench installs it): coserve figures only"
+    return 0
+  fi
+  # vsftpd runs as whoever runs this script (run_as_launching_user: no privilege separation, no
+  # chroot, so root and non-root alike), anonymous with upload and overwrite into root/pub,
+  # passive ports right above the control port. It has no "port 0", so a busy port is retried.
+  ok=0
+  for _ in 1 2 3 4 5; do
+    port=$((20000 + RANDOM % 40000))
+    cat >"$dir/vsftpd/vsftpd.conf" <<EOF
+listen=YES
+listen_ipv6=NO
+listen_address=127.0.0.1
+listen_port=$port
+background=NO
+run_as_launching_user=YES
+seccomp_sandbox=NO
+anonymous_enable=YES
+no_anon_password=YES
+anon_root=$dir/vsftpd/root
+write_enable=YES
+anon_upload_enable=YES
+anon_other_write_enable=YES
+anon_umask=022
+local_enable=NO
+allow_writeable_chroot=YES
+secure_chroot_dir=$dir/vsftpd/empty
+pasv_enable=YES
+pasv_address=127.0.0.1
+pasv_min_port=$((port + 1))
+pasv_max_port=$((port + 40))
+xferlog_enable=NO
+vsftpd_log_file=$dir/vsftpd/vsftpd.log
+EOF
+    chmod 555 "$dir/vsftpd/root"  # vsftpd refuses a writable anonymous root for non-root users
+    # shellcheck disable=SC2046
+    $(pin "${BENCH_SERVER_CPUS:-}") "$(command -v vsftpd || echo /usr/sbin/vsftpd)" "$dir/vsftpd/vsftpd.conf" \
+      >"$dir/vsftpd/stdout.log" 2>&1 &
+    vs_pid=$!
+    started_pids+=("$vs_pid")
+    for _ in $(seq 30); do
+      kill -0 "$vs_pid" 2>/dev/null || break
+      if curl -s --max-time 2 -o /dev/null "ftp://127.0.0.1:$port/"; then
+        ok=1
+        break
+      fi
+      sleep 0.1
+    done
+    [ "$ok" = 1 ] && break
+    stop_pid "$vs_pid"
+  done
+  if [ "$ok" != 1 ]; then
+    log "vsftpd did not start: $(cat "$dir/vsftpd/stdout.log" "$dir/vsftpd/vsftpd.log" 2>/dev/null | tail -n 3)"
+    failed_runs=$((failed_runs + 1))
+    return 0
+  fi
+  log "vsftpd (pid $vs_pid) on 127.0.0.1:$port"
+  local url=ftp://127.0.0.1:$port/pub/bench.bin stored=$dir/vsftpd/root/pub/bench.bin
+  files_timed vsftpd-put-cached files-put "127.0.0.1:$port" "$bytes" "$src_sha" "$stored" \
+    curl -sS -T "$dir/source.bin" "$url"
+  rm -f "$stored"
+  sync
+  # shellcheck disable=SC2016 # $1.. belong to the inner sh
+  files_timed vsftpd-put files-put "127.0.0.1:$port" "$bytes" "$src_sha" "$stored" \
+    sh -c 'curl -sS -T "$1" "$2" && sync "$3"' sh "$dir/source.bin" "$url" "$stored"
+  files_timed vsftpd-get-cached files-get "127.0.0.1:$port" "$bytes" "$src_sha" "$dir/vsftpd-download.bin" \
+    curl -sS -o "$dir/vsftpd-download.bin" "$url"
+  rm -f "$dir/vsftpd-download.bin"
+  sync
+  # shellcheck disable=SC2016
+  files_timed vsftpd-get files-get "127.0.0.1:$port" "$bytes" "$src_sha" "$dir/vsftpd-download.bin" \
+    sh -c 'curl -sS -o "$1" "$2" && sync "$1"' sh "$dir/vsftpd-download.bin" "$url"
+  stop_pid "$vs_pid"
+  rm -rf "$dir"
+  add_check "file upload, coserve / vsftpd + fsync|coserve-put/vsftpd-put:mb_per_s>=1.0"
+  add_check "file download, coserve / vsftpd + fsync|coserve-get/vsftpd-get:mb_per_s>=1.0"
+  add_check "file upload, coserve / vsftpd as shipped (no fsync)|coserve-put/vsftpd-put-cached:mb_per_s>=1.0"
+  add_check "file download, coserve / vsftpd as shipped (no fsync)|coserve-get/vsftpd-get-cached:mb_per_s>=1.0"
+}
+
+# files_sha256 FILE: lower-case hex SHA-256 (OpenSSL when present: it uses the CPU's SHA
+# instructions, coreutils does not).
+files_sha256() {
+  if command -v openssl >/dev/null; then
+    openssl dgst -sha256 -r "$1" | cut -d' ' -f1
+  else
+    sha256sum "$1" | cut -d' ' -f1
+  fi
+}
+
+# files_timed NAME SCENARIO TARGET BYTES SHA256 CHECK_FILE COMMAND...: runs COMMAND (pinned like the
+# generator), appends its MB/s (10^6 bytes/s) to the results, then compares CHECK_FILE's SHA-256
+# with SHA256 (a mismatch or a failed command is an error of the run).
+files_timed() {
+  local name=$1 scenario=$2 target=$3 bytes=$4 want=$5 check=$6 start end status=0 errors=0 secs mb got
+  shift 6
+  log "$name: $*"
+  start=$(date +%s.%N)
+  # shellcheck disable=SC2046
+  $(pin "${BENCH_CLIENT_CPUS:-}") "$@" >"$work/files-client.log" 2>&1 || status=$?
+  end=$(date +%s.%N)
+  if [ "$status" -ne 0 ]; then
+    log "$name failed (exit status $status): $(tail -n 3 "$work/files-client.log")"
+    errors=1
+  else
+    got=$(files_sha256 "$check" 2>/dev/null || true)
+    if [ "$got" != "$want" ]; then
+      log "$name: SHA-256 of $check is '$got', the source's is $want"
+      errors=1
+    fi
+  fi
+  secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", b - a }')
+  mb=$(awk -v n="$bytes" -v s="$secs" 'BEGIN { printf "%.1f", (s > 0 ? n / s / 1e6 : 0) }')
+  [ "$errors" -eq 0 ] || failed_runs=$((failed_runs + 1))
+  log "$name: $bytes bytes in $secs s = $mb MB/s, errors $errors"
+  printf '{"scenario":"%s","name":"%s","target":"%s","size":%s,"bytes":%s,"conns":1,"seconds":%s,"mb_per_s":%s,"errors":%s}\n' \
+    "$scenario" "$name" "$target" "$bytes" "$bytes" "$secs" "$mb" "$errors" >>"$results"
 }
 
 # ---- report -------------------------------------------------------------------------------

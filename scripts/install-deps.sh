@@ -18,7 +18,7 @@ for group in "$@"; do
       command -v node >/dev/null || packages+=(nodejs)
       command -v npm >/dev/null || packages+=(npm)
       ;;
-    bench)   packages+=(gcc) ;;
+    bench)   packages+=(gcc vsftpd) ;;  # vsftpd: the files benchmark's FTP baseline
     *) echo "install-deps: unknown group '$group'" >&2; exit 2 ;;
   esac
 done

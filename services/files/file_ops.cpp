@@ -4,10 +4,13 @@
 #include <fcntl.h>
 #include <stdio.h>  // renameat2
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
+#include <ctime>
 #include <nlohmann/json.hpp>
 
 #include "coserve/error.hpp"
@@ -16,6 +19,29 @@ namespace coserve::files {
 namespace {
 
 constexpr std::size_t kReadChunk = 1024 * 1024;
+// An upload starts the disk writing every this many bytes, so the final fsync waits only for
+// the tail instead of for the whole file piled up in the page cache.
+constexpr std::uint64_t kWritebackBytes = 8 * 1024 * 1024;
+
+std::int64_t mtime_ns(const struct stat& st) {
+  return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+}
+
+// The digest a verified upload attached to `fd`, if size and mtime still say it is that file.
+std::string cached_digest(int fd, const struct stat& st) {
+  char value[160];
+  auto n = ::fgetxattr(fd, kDigestXattr, value, sizeof value - 1);
+  if (n <= 0) return {};
+  value[n] = '\0';
+  char hex[65];
+  unsigned long long size = 0;
+  long long mtime = 0;
+  if (std::sscanf(value, "%64s %llu %lld", hex, &size, &mtime) != 3) return {};
+  if (size != static_cast<unsigned long long>(st.st_size) || mtime != mtime_ns(st) ||
+      !is_sha256_hex(hex))
+    return {};
+  return hex;
+}
 
 std::string type_of(mode_t mode) {
   if (S_ISREG(mode)) return "file";
@@ -234,7 +260,8 @@ FileReader::FileReader(const Jail& jail, const std::string& path, std::uint64_t 
   if (!S_ISREG(st.st_mode)) throw Error(errc::bad_request, path + ": not a regular file");
   size_ = static_cast<std::uint64_t>(st.st_size);
   if (offset > size_) throw Error(errc::bad_request, "offset is past the end of the file");
-  hash_prefix(fd_.get(), offset, sha_, path);
+  cached_sha256_ = cached_digest(fd_.get(), st);
+  if (cached_sha256_.empty()) hash_prefix(fd_.get(), offset, sha_, path);
   position_ = offset;
 }
 
@@ -243,26 +270,40 @@ std::string FileReader::read(std::size_t max_bytes) {
   auto want = static_cast<std::size_t>(std::min<std::uint64_t>(max_bytes, size_ - position_));
   if (want == 0) return {};
   std::string chunk = read_at(fd_.get(), want, position_, "file");
-  sha_.update(chunk);
+  if (cached_sha256_.empty()) sha_.update(chunk);
   position_ += chunk.size();
   if (chunk.size() < want) size_ = position_;  // the file shrank under us
   return chunk;
 }
 
-Digest FileReader::finish() { return Digest{position_, sha_.hex_final()}; }
+Digest FileReader::finish() {
+  // A file changed under a cached digest no longer matches it; the client's check catches that.
+  return Digest{position_, cached_sha256_.empty() ? sha_.hex_final() : cached_sha256_};
+}
 
 // --- PartialUpload ----------------------------------------------------------------------------
 
 PartialUpload::PartialUpload(const Jail& jail, const std::string& path, std::uint64_t size,
-                             std::string sha256, bool overwrite, std::uint64_t& freed)
-    : size_(size), sha256_(std::move(sha256)), overwrite_(overwrite) {
+                             std::string sha256, bool overwrite, std::uint64_t& freed,
+                             ActivePartials* active)
+    : size_(size), sha256_(std::move(sha256)), overwrite_(overwrite), active_(active) {
   std::tie(dir_, leaf_) = jail.open_parent(path);
   partial_ = partial_name_for(leaf_);
   meta_ = partial_.substr(0, partial_.size() - kPartialDataSuffix.size()) + ".meta";
   if (auto target = lstat_at(dir_.get(), leaf_, path)) {
     if (S_ISDIR(target->st_mode)) throw Error(errc::bad_request, path + ": is a directory");
     if (!overwrite_) throw Error(errc::exists, path + ": already exists");
+    if (S_ISREG(target->st_mode)) replacing_ = static_cast<std::uint64_t>(target->st_size);
   }
+
+  // Opens (and, with an ActivePartials, claims) the partial data file.
+  auto open_partial = [&](int flags, unsigned mode) {
+    if (!active_) return UniqueFd(::openat(dir_.get(), partial_.c_str(), flags, mode));
+    claim_.reset();
+    UniqueFd fd = active_->open_claimed(dir_.get(), partial_, flags, mode, claim_.key, path);
+    if (fd) claim_.active = active_;
+    return fd;
+  };
 
   // Resume only when the metadata names the same file (name, size, digest) and the partial is
   // not longer than the announced size.
@@ -274,7 +315,7 @@ PartialUpload::PartialUpload(const Jail& jail, const std::string& path, std::uin
               doc.value("size", std::uint64_t{0}) == size_ && doc.value("sha256", "") == sha256_;
   }
   if (matches) {
-    fd_ = UniqueFd(::openat(dir_.get(), partial_.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
+    fd_ = open_partial(O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0);
     struct stat st {};
     if (fd_ && ::fstat(fd_.get(), &st) == 0 && S_ISREG(st.st_mode) &&
         static_cast<std::uint64_t>(st.st_size) <= size_) {
@@ -284,17 +325,23 @@ PartialUpload::PartialUpload(const Jail& jail, const std::string& path, std::uin
       return;
     }
     fd_ = UniqueFd();
+    claim_.reset();
   }
 
-  // A fresh start: drop whatever partial was there (another file's, or a torn one).
-  if (auto old = lstat_at(dir_.get(), partial_, path)) {
+  // A fresh start: drop whatever partial was there (another file's, or a torn one), unless an
+  // upload through another path to the same directory still writes it.
+  if (active_) {
+    auto old = active_->remove_unless_claimed(dir_.get(), partial_,
+                                              [](const struct stat&) { return true; });
+    if (old.claimed) throw Error(errc::busy, path + ": another upload to this file is in progress");
+    freed += old.bytes;
+  } else if (auto old = lstat_at(dir_.get(), partial_, path)) {
     if (S_ISREG(old->st_mode)) freed += static_cast<std::uint64_t>(old->st_size);
     if (::unlinkat(dir_.get(), partial_.c_str(), 0) != 0 && errno != ENOENT)
       throw_errno(errno, path);
   }
   ::unlinkat(dir_.get(), meta_.c_str(), 0);
-  fd_ = UniqueFd(::openat(dir_.get(), partial_.c_str(),
-                          O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
+  fd_ = open_partial(O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (!fd_) throw_errno(errno, path);
 
   // The metadata goes in durably (temp + fsync + rename) so a crash never leaves a half one.
@@ -312,7 +359,7 @@ PartialUpload::PartialUpload(const Jail& jail, const std::string& path, std::uin
   fsync_dir(dir_.get(), path);
 }
 
-PartialUpload::~PartialUpload() = default;
+PartialUpload::~PartialUpload() = default;  // claim_ releases the partial
 
 void PartialUpload::write(std::string_view data) {
   if (data.size() > size_ - offset_)
@@ -320,9 +367,16 @@ void PartialUpload::write(std::string_view data) {
   write_all_at(fd_.get(), data, offset_, leaf_);
   sha_.update(data);
   offset_ += data.size();
+  if (offset_ - writeback_from_ >= kWritebackBytes) {
+    // Starts writeback without waiting for it; errors surface at the final fsync.
+    ::sync_file_range(fd_.get(), static_cast<off_t>(writeback_from_),
+                      static_cast<off_t>(offset_ - writeback_from_), SYNC_FILE_RANGE_WRITE);
+    writeback_from_ = offset_;
+  }
 }
 
-PartialUpload::Result PartialUpload::finish() {
+PartialUpload::Result PartialUpload::finish(
+    const std::function<bool(std::uint64_t replaced)>& may_replace) {
   Result result;
   if (::fsync(fd_.get()) != 0) throw_errno(errno, leaf_);
   result.actual_sha256 = sha_.hex_final();
@@ -330,9 +384,25 @@ PartialUpload::Result PartialUpload::finish() {
     result.freed = discard();
     return result;
   }
+  std::uint64_t replaced = 0;
   if (overwrite_) {
     if (auto target = lstat_at(dir_.get(), leaf_, leaf_); target && S_ISREG(target->st_mode))
-      result.freed = static_cast<std::uint64_t>(target->st_size);
+      replaced = static_cast<std::uint64_t>(target->st_size);
+  }
+  // The target may have changed since open (an mv or rm of the user's own): the caller checks
+  // the quota against what is actually replaced now.
+  if (may_replace && !may_replace(replaced)) {
+    result.refused = true;
+    return result;
+  }
+  result.freed = replaced;
+  // The verified digest travels with the file (rename keeps attributes), so `get` and `hash`
+  // need not hash it again. Best effort: a file system without user xattrs just hashes.
+  struct stat st {};
+  if (::fstat(fd_.get(), &st) == 0) {
+    std::string value = sha256_ + " " + std::to_string(st.st_size) + " " +
+                        std::to_string(mtime_ns(st));
+    ::fsetxattr(fd_.get(), kDigestXattr, value.data(), value.size(), 0);
   }
   if (::renameat2(dir_.get(), partial_.c_str(), dir_.get(), leaf_.c_str(),
                   overwrite_ ? 0 : RENAME_NOREPLACE) != 0)
@@ -353,6 +423,115 @@ std::uint64_t PartialUpload::discard() {
   ::unlinkat(dir_.get(), meta_.c_str(), 0);
   fd_ = UniqueFd();
   return bytes;
+}
+
+// --- ActivePartials and the sweep of abandoned uploads ------------------------------------------
+
+UniqueFd ActivePartials::open_claimed(int dir, const std::string& name, int flags, unsigned mode,
+                                      Key& key, const std::string& shown) {
+  std::lock_guard lock(mutex_);
+  UniqueFd fd(::openat(dir, name.c_str(), flags, mode));
+  if (!fd) return fd;
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) throw_errno(errno, shown);
+  Key k{st.st_dev, st.st_ino};
+  if (!claimed_.insert(k).second)
+    throw Error(errc::busy, shown + ": another upload to this file is in progress");
+  key = k;
+  return fd;
+}
+
+void ActivePartials::release(const Key& key) {
+  std::lock_guard lock(mutex_);
+  claimed_.erase(key);
+}
+
+ActivePartials::Removal ActivePartials::remove_unless_claimed(
+    int dir, const std::string& name, const std::function<bool(const struct stat&)>& should_remove) {
+  Removal out;
+  std::lock_guard lock(mutex_);
+  struct stat st {};
+  if (::fstatat(dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return out;
+  if (claimed_.contains(Key{st.st_dev, st.st_ino})) {
+    out.claimed = true;
+    return out;
+  }
+  if (!should_remove(st)) return out;
+  if (::unlinkat(dir, name.c_str(), S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0) != 0) return out;
+  out.removed = true;
+  if (S_ISREG(st.st_mode)) out.bytes = static_cast<std::uint64_t>(st.st_size);
+  return out;
+}
+
+namespace {
+
+// Directories nested deeper than this are not swept (each level holds a descriptor open).
+constexpr int kMaxSweepDepth = 128;
+
+struct Sweep {
+  std::time_t cutoff = 0;  // mtime at or before this: abandoned
+  ActivePartials& active;
+  std::uint64_t freed = 0;
+};
+
+bool abandoned(const struct stat& st, std::time_t cutoff) {
+  return S_ISREG(st.st_mode) && st.st_mtim.tv_sec <= cutoff;
+}
+
+// `dir` is owned here (closed on return).
+void sweep_dir(int dir, Sweep& sweep, int depth) {
+  DIR* listing = ::fdopendir(dir);
+  if (!listing) {
+    ::close(dir);
+    return;
+  }
+  std::vector<std::string> names;
+  while (auto* entry = ::readdir(listing)) {
+    std::string name = entry->d_name;
+    if (name != "." && name != "..") names.push_back(std::move(name));
+  }
+  const int fd = ::dirfd(listing);
+  for (const auto& name : names) {
+    if (name.starts_with(kPartialPrefix)) {
+      if (name.ends_with(kPartialDataSuffix)) {
+        auto gone = sweep.active.remove_unless_claimed(
+            fd, name, [&](const struct stat& st) { return abandoned(st, sweep.cutoff); });
+        if (gone.removed) {
+          sweep.freed += gone.bytes;
+          std::string meta = name.substr(0, name.size() - kPartialDataSuffix.size()) + ".meta";
+          ::unlinkat(fd, meta.c_str(), 0);
+          ::unlinkat(fd, (meta + ".tmp").c_str(), 0);
+        }
+      } else if (auto dot = name.find(".meta"); dot != std::string::npos) {
+        // Metadata whose data is gone (a crash between the two): old enough, it goes too.
+        std::string data = name.substr(0, dot) + std::string(kPartialDataSuffix);
+        struct stat st {};
+        if (::fstatat(fd, data.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT &&
+            ::fstatat(fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+            abandoned(st, sweep.cutoff))
+          ::unlinkat(fd, name.c_str(), 0);
+      }
+      continue;
+    }
+    if (depth >= kMaxSweepDepth) continue;
+    struct stat st {};
+    if (::fstatat(fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode))
+      continue;
+    int child = ::openat(fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (child >= 0) sweep_dir(child, sweep, depth + 1);
+  }
+  ::closedir(listing);
+}
+
+}  // namespace
+
+std::uint64_t sweep_partials(const std::string& home, std::chrono::seconds ttl,
+                             ActivePartials& active) {
+  int dir = ::open(home.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) return 0;  // no home yet: nothing to sweep
+  Sweep sweep{std::time(nullptr) - static_cast<std::time_t>(ttl.count()), active};
+  sweep_dir(dir, sweep, 0);
+  return sweep.freed;
 }
 
 }  // namespace coserve::files

@@ -3,10 +3,18 @@
 // service calls them through offload() on the blocking pool, and tests call them directly.
 // Every path argument is a normalized virtual path (normalize() in path_jail.hpp). Failures a
 // client causes throw coserve::Error.
+#include <sys/types.h>
+
+#include <chrono>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "files/path_jail.hpp"
@@ -44,7 +52,9 @@ struct Digest {
 Digest hash_file(const Jail& jail, const std::string& path);
 
 // Reads a regular file in chunks for `get`, hashing everything from byte 0 so the final digest
-// covers the whole file even when the download started at an offset.
+// covers the whole file even when the download started at an offset. A file stored by `put`
+// carries its verified digest in an extended attribute (kDigestXattr: "<sha256> <size>
+// <mtime ns>"); while size and mtime still match, that digest is used and nothing is hashed.
 class FileReader {
  public:
   // Opens the file and hashes [0, offset). Throws bad_request past the end or for non-files.
@@ -54,12 +64,43 @@ class FileReader {
   std::uint64_t size() const noexcept { return size_; }
   std::uint64_t position() const noexcept { return position_; }
   Digest finish();
+  // True when the digest comes from the attribute a verified upload left (no hashing).
+  bool digest_cached() const noexcept { return !cached_sha256_.empty(); }
 
  private:
   UniqueFd fd_;
   std::uint64_t size_ = 0;
   std::uint64_t position_ = 0;
+  std::string cached_sha256_;
   Sha256 sha_;
+};
+
+inline constexpr const char* kDigestXattr = "user.coserve.sha256";
+
+// The partial files that uploads have open, by inode, so the sweep of abandoned partials never
+// deletes one that an upload is using, and two uploads never share one (two paths can reach the
+// same file through a symlinked directory). Thread-safe; the mutex is held only around
+// open/fstat/unlink on the blocking pool, never on an I/O thread.
+class ActivePartials {
+ public:
+  using Key = std::pair<dev_t, ino_t>;
+  // openat(dir, name, flags, mode) and claims the file; throws busy if an upload has it.
+  UniqueFd open_claimed(int dir, const std::string& name, int flags, unsigned mode, Key& key,
+                        const std::string& shown);
+  void release(const Key& key);
+  struct Removal {
+    bool removed = false;
+    bool claimed = false;     // an upload has it: it stays
+    std::uint64_t bytes = 0;  // of the removed regular file
+  };
+  // Unlinks `name` in `dir` (never following a symlink) unless an upload has it open or
+  // `should_remove` says no. A missing file is neither removed nor claimed.
+  Removal remove_unless_claimed(int dir, const std::string& name,
+                                const std::function<bool(const struct stat&)>& should_remove);
+
+ private:
+  std::mutex mutex_;
+  std::set<Key> claimed_;
 };
 
 // An upload in progress: a hidden partial file next to the target plus a small metadata file
@@ -74,9 +115,10 @@ class PartialUpload {
  public:
   // Opens the upload for `path`. Resumes when the metadata matches size and sha256, otherwise
   // replaces any old partial (its bytes are added to `freed`). Throws exists when the target
-  // exists and !overwrite, bad_request when the target is a directory.
+  // exists and !overwrite, bad_request when the target is a directory, busy when another upload
+  // has the partial open. `active` (may be null in unit tests) records the partial as in use.
   PartialUpload(const Jail& jail, const std::string& path, std::uint64_t size, std::string sha256,
-                bool overwrite, std::uint64_t& freed);
+                bool overwrite, std::uint64_t& freed, ActivePartials* active = nullptr);
   ~PartialUpload();
   PartialUpload(const PartialUpload&) = delete;
   PartialUpload& operator=(const PartialUpload&) = delete;
@@ -84,18 +126,23 @@ class PartialUpload {
   std::uint64_t offset() const noexcept { return offset_; }
   std::uint64_t size() const noexcept { return size_; }
   bool resumed() const noexcept { return resumed_; }
+  // Bytes of the regular file an overwrite will replace, as seen at open (0 if none).
+  std::uint64_t replacing() const noexcept { return replacing_; }
 
   // Appends and hashes a chunk. Throws bad_request past the announced size.
   void write(std::string_view data);
 
   struct Result {
     bool verified = false;
+    bool refused = false;  // may_replace said no: the target and the partial stay as they are
     std::string actual_sha256;
     std::uint64_t freed = 0;  // bytes of the replaced target, or of the discarded partial
   };
   // All bytes are in: fsync, check the digest, then rename into place and fsync the directory.
-  // On a mismatch the partial is deleted and the target left untouched.
-  Result finish();
+  // On a mismatch the partial is deleted and the target left untouched. Just before the rename,
+  // `may_replace` (if given) is asked with the size of the regular file about to be replaced
+  // (0 if none); false keeps everything as it is (refused).
+  Result finish(const std::function<bool(std::uint64_t replaced)>& may_replace = {});
   // Deletes the partial and its metadata (a fresh upload that was refused). Returns its bytes.
   std::uint64_t discard();
 
@@ -110,10 +157,34 @@ class PartialUpload {
   std::string sha256_;
   bool overwrite_ = false;
   bool resumed_ = false;
+  std::uint64_t replacing_ = 0;
+  std::uint64_t writeback_from_ = 0;  // bytes before this were handed to the disk already
+  // Releases the claim on the partial when the upload ends, also when its constructor throws.
+  struct Claim {
+    ActivePartials* active = nullptr;
+    ActivePartials::Key key{};
+    Claim() = default;
+    Claim(const Claim&) = delete;
+    Claim& operator=(const Claim&) = delete;
+    ~Claim() { reset(); }
+    void reset() {
+      if (active) active->release(key);
+      active = nullptr;
+    }
+  };
+  ActivePartials* active_ = nullptr;
+  Claim claim_;
   Sha256 sha_;
 };
 
 // Hidden names of the upload files of `leaf` (tests look for them).
 std::string partial_name_for(const std::string& leaf);
+
+// BLOCKING. Deletes the abandoned uploads under `home`: partial data (with its metadata) not
+// written for `ttl`, and stray metadata files as old, except what `active` has open. Walks by
+// directory fds from the home without following any symlink. Returns the bytes of partial data
+// deleted (they counted against the quota).
+std::uint64_t sweep_partials(const std::string& home, std::chrono::seconds ttl,
+                             ActivePartials& active);
 
 }  // namespace coserve::files

@@ -57,6 +57,7 @@ json FilesService::defaults() {
   return {{"chunk_bytes", 256 * 1024},
           {"upload_window_bytes", 4 * 1024 * 1024},
           {"max_list_entries", 5000},
+          {"partial_ttl_s", 24 * 3600},
           {"resolver", "auto"}};
 }
 
@@ -75,10 +76,71 @@ FilesService::FilesService(ServiceContext& ctx)
           ctx.settings.value("upload_window_bytes", std::uint64_t{4 << 20}), 64 * 1024,
           6 * 1024 * 1024)),
       max_list_entries_(ctx.settings.value("max_list_entries", std::size_t{5000})),
+      partial_ttl_(std::max<std::int64_t>(1, ctx.settings.value("partial_ttl_s", 24 * 3600))),
+      // Often enough that a partial outlives its TTL by at most half of it (an hour at most).
+      sweep_interval_(std::clamp<std::chrono::seconds>(partial_ttl_ / 2, std::chrono::seconds(1),
+                                                       std::chrono::hours(1))),
+      sweep_timer_(ctx.runtime.context(0)),
       bytes_uploaded_(ctx.metrics.counter("files_bytes_uploaded_total", "Bytes received by put")),
-      bytes_downloaded_(ctx.metrics.counter("files_bytes_downloaded_total", "Bytes sent by get")) {
+      bytes_downloaded_(ctx.metrics.counter("files_bytes_downloaded_total", "Bytes sent by get")),
+      abandoned_bytes_removed_(ctx.metrics.counter(
+          "files_abandoned_bytes_removed_total",
+          "Bytes of partial uploads deleted after services.files.partial_ttl_s")) {
   if (!auth_)
     log::warn("files: no auth service registered; homes default to <data_dir>/homes/<user>");
+  asio::co_spawn(ctx.runtime.context(0), sweep_loop(), [](std::exception_ptr failure) {
+    if (!failure) return;
+    try {
+      std::rethrow_exception(failure);
+    } catch (const std::exception& e) {
+      log::error("files: the sweep of abandoned uploads stopped: {}", e.what());
+    }
+  });
+}
+
+void FilesService::stop() {
+  stopping_ = true;
+  sweep_timer_.cancel();
+}
+
+awaitable<void> FilesService::sweep_loop() {
+  while (!stopping_) {
+    std::string failed;
+    try {
+      auto sweep = [this] { return sweep_homes(); };
+      co_await offload(runtime_.blocking(), std::move(sweep));
+    } catch (const std::exception& e) {
+      failed = e.what();  // logged outside the handler (GCC 12 and co_await in catch blocks)
+    }
+    if (!failed.empty()) log::warn("files: sweep of abandoned uploads failed: {}", failed);
+    if (stopping_) break;
+    sweep_timer_.expires_after(sweep_interval_);
+    auto [ec] = co_await sweep_timer_.async_wait(use_nothrow);
+    if (ec) break;  // cancelled by stop()
+  }
+}
+
+std::uint64_t FilesService::sweep_homes() {
+  std::vector<std::pair<std::string, std::filesystem::path>> homes;  // user, home
+  if (auth_) {
+    for (auto& user : auth_->users().list()) homes.emplace_back(user.name, user.home);
+  } else {
+    std::error_code ec;
+    for (std::filesystem::directory_iterator it(data_dir_ / "homes", ec), end; !ec && it != end;
+         it.increment(ec))
+      if (it->is_directory(ec)) homes.emplace_back(it->path().filename().string(), it->path());
+  }
+  std::uint64_t total = 0;
+  for (auto& [user, home] : homes) {
+    auto freed = sweep_partials(home.string(), partial_ttl_, active_partials_);
+    if (freed == 0) continue;
+    ledger_.forget_if_known(user, freed);
+    abandoned_bytes_removed_.inc(freed);
+    log::info("files: deleted abandoned uploads of {} ({} bytes) after {} s without a write", user,
+              freed, partial_ttl_.count());
+    total += freed;
+  }
+  return total;
 }
 
 awaitable<FilesSession*> FilesService::enter(Call& call) {
@@ -256,9 +318,10 @@ awaitable<Outcome> FilesService::put(Call& call) {
     std::shared_ptr<PartialUpload> upload;
     std::uint64_t freed = 0;
   };
-  auto open_upload = [jail = s->jail, path, size, sha256, overwrite] {
+  auto open_upload = [jail = s->jail, path, size, sha256, overwrite, active = &active_partials_] {
     Opened o;
-    o.upload = std::make_shared<PartialUpload>(*jail, path, size, sha256, overwrite, o.freed);
+    o.upload =
+        std::make_shared<PartialUpload>(*jail, path, size, sha256, overwrite, o.freed, active);
     return o;
   };
   auto opened = co_await offload(runtime_.blocking(), std::move(open_upload));
@@ -266,10 +329,14 @@ awaitable<Outcome> FilesService::put(Call& call) {
   ledger_.remove_used(user, opened.freed);
 
   // The quota is reserved for every byte still to come before the first one moves; the check
-  // and the reservation are one step, so parallel uploads cannot overshoot together.
+  // and the reservation are one step, so parallel uploads cannot overshoot together. An
+  // overwrite reserves only the growth: the bytes of the file it replaces are credited, so a
+  // user at their quota can replace a file with one of the same size. (While the upload runs
+  // both are on disk; `used` shows that, and other uploads see less room meanwhile.)
   const std::uint64_t start = upload->offset();
   const std::uint64_t need = size - start;
-  if (!ledger_.reserve(user, need, limit)) {
+  const std::uint64_t credited = std::min(upload->replacing(), need);
+  if (!ledger_.reserve(user, need - credited, limit)) {
     if (!upload->resumed()) {
       auto discard = [upload] { return upload->discard(); };
       auto dropped = co_await offload(runtime_.blocking(), std::move(discard));
@@ -278,11 +345,11 @@ awaitable<Outcome> FilesService::put(Call& call) {
     auto usage = ledger_.usage(user, limit);
     co_return Outcome::fail(
         errc::quota_exceeded,
-        "upload needs " + std::to_string(need) + " bytes; " +
+        "upload needs " + std::to_string(need - credited) + " bytes; " +
             std::to_string(limit - std::min(limit, usage.used + usage.reserved)) +
             " left of your quota");
   }
-  Reservation reservation(ledger_, user, need);
+  Reservation reservation(ledger_, user, need - credited);
 
   // Credit: the client may send up to `granted` (an absolute offset); each write moves it on.
   std::uint64_t granted = std::min(size, start + window_bytes_);
@@ -313,8 +380,18 @@ awaitable<Outcome> FilesService::put(Call& call) {
         co_return Outcome::fail(errc::bad_request, "end after " + std::to_string(upload->offset()) +
                                                        " of " + std::to_string(size) +
                                                        " bytes; a new put resumes it");
-      auto finish = [upload] { return upload->finish(); };
+      // The credit holds only if the file it counted on is still the one replaced: otherwise
+      // the result must fit the quota as it is now.
+      auto finish = [this, upload, user, limit, credited] {
+        return upload->finish([this, &user, limit, credited](std::uint64_t replaced) {
+          return replaced >= credited || ledger_.fits_after_removing(user, replaced, limit);
+        });
+      };
       auto result = co_await offload(runtime_.blocking(), std::move(finish));
+      if (result.refused)
+        co_return Outcome::fail(errc::quota_exceeded,
+                                "the file it was to replace changed; the new one does not fit "
+                                "your quota (a new put resumes it)");
       ledger_.remove_used(user, result.freed);
       if (!result.verified)
         co_return Outcome::fail(

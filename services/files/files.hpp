@@ -9,8 +9,15 @@
 // The handlers are thin: paths go through normalize() and a Jail (path_jail.hpp), disk work
 // through file_ops.hpp on the blocking pool, quota through the QuotaLedger.
 //
+// Abandoned uploads: partials nobody has written for services.files.partial_ttl_s are deleted
+// (freeing their quota) at start and then periodically, by a sweep on the blocking pool.
+//
 // Threading: handlers run on their session's executor; per-session state (cwd, jail) lives in
-// Session::state<>. Shared state (ledger, the set of uploads in progress) is thread-safe.
+// Session::state<>. Shared state (ledger, the set of uploads in progress, the partials open) is
+// thread-safe. The sweep's timer lives on context 0, where stop() is called.
+#include <atomic>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
 #include <cstdint>
 #include <mutex>
 #include <set>
@@ -18,6 +25,7 @@
 
 #include "coserve/server.hpp"
 #include "coserve/service.hpp"
+#include "files/file_ops.hpp"
 #include "files/path_jail.hpp"
 #include "files/quota_ledger.hpp"
 
@@ -62,8 +70,14 @@ class FilesService final : public BasicService<FilesService> {
   awaitable<Outcome> put(Call& call);
 
   QuotaLedger& ledger() noexcept { return ledger_; }
+  void stop() override;
 
  private:
+  // Sweeps at start, then every sweep_interval_, until stop().
+  awaitable<void> sweep_loop();
+  // BLOCKING: sweeps every user's home; returns the bytes freed.
+  std::uint64_t sweep_homes();
+
   // The caller's per-session state, with the jail opened and the quota usage known. Throws
   // Error(unauthenticated) for an anonymous session or a user that no longer exists.
   awaitable<FilesSession*> enter(Call& call);
@@ -80,8 +94,14 @@ class FilesService final : public BasicService<FilesService> {
   QuotaLedger ledger_;
   std::mutex uploads_mutex_;
   std::set<std::string> uploads_;  // "user:path" of uploads in progress; uploads_mutex_
+  ActivePartials active_partials_;
+  std::chrono::seconds partial_ttl_;
+  std::chrono::seconds sweep_interval_;
+  asio::steady_timer sweep_timer_;
+  std::atomic<bool> stopping_{false};
   Counter& bytes_uploaded_;
   Counter& bytes_downloaded_;
+  Counter& abandoned_bytes_removed_;
 };
 
 }  // namespace coserve::files

@@ -73,6 +73,23 @@ void QuotaLedger::remove_used(const std::string& user, std::uint64_t bytes) {
   e.used -= std::min(e.used, bytes);
 }
 
+void QuotaLedger::forget_if_known(const std::string& user, std::uint64_t bytes) {
+  std::lock_guard lock(mutex_);
+  auto it = entries_.find(user);
+  if (it == entries_.end()) return;
+  it->second.used -= std::min(it->second.used, bytes);
+}
+
+bool QuotaLedger::fits_after_removing(const std::string& user, std::uint64_t removed,
+                                      std::uint64_t limit) const {
+  if (limit == 0) return true;
+  std::lock_guard lock(mutex_);
+  auto it = entries_.find(user);
+  if (it == entries_.end()) return true;
+  const auto& e = it->second;
+  return e.used - std::min(e.used, removed) + e.reserved <= limit;
+}
+
 QuotaLedger::Usage QuotaLedger::usage(const std::string& user, std::uint64_t limit) const {
   std::lock_guard lock(mutex_);
   auto it = entries_.find(user);

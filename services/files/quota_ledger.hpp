@@ -45,6 +45,13 @@ class QuotaLedger {
   // Bytes appeared on disk without a reservation (never refused) or left it.
   void add_used(const std::string& user, std::uint64_t bytes);
   void remove_used(const std::string& user, std::uint64_t bytes);
+  // remove_used for bytes that left the disk behind the service's back (the sweep of abandoned
+  // uploads): a user whose usage is not known yet will count the disk as it is when scanned.
+  void forget_if_known(const std::string& user, std::uint64_t bytes);
+  // True if used - `removed` + reserved <= limit (limit 0: always): an overwrite about to
+  // replace `removed` bytes leaves the user within their quota.
+  bool fits_after_removing(const std::string& user, std::uint64_t removed,
+                           std::uint64_t limit) const;
 
   Usage usage(const std::string& user, std::uint64_t limit) const;
 

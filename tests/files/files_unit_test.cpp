@@ -2,9 +2,11 @@
 // the jail on real directories (both resolvers), the quota ledger, partial uploads, the
 // throttle, size parsing and the user store.
 #include <fcntl.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <fstream>
 #include <thread>
 
@@ -227,4 +229,77 @@ TEST_CASE("UserStore adds, verifies, survives a reload, and finds users", "[auth
   // No temp file is left behind.
   for (auto& e : fs::directory_iterator(dir.path()))
     CHECK(e.path().filename().string().find(".tmp") == std::string::npos);
+}
+
+TEST_CASE("A stored file's digest is reused only while size and mtime match", "[files][unit]") {
+  test::TempDir dir;
+  Jail jail((dir.path() / "home").string());
+  const std::string data(300000, 'x');
+  std::uint64_t freed = 0;
+  {
+    PartialUpload up(jail, "/f", data.size(), sha256_hex(data), false, freed);
+    up.write(data);
+    REQUIRE(up.finish().verified);
+  }
+  const fs::path file = dir.path() / "home/f";
+  char value[200] = {};
+  if (::getxattr(file.c_str(), kDigestXattr, value, sizeof value - 1) <= 0 && errno == ENOTSUP) {
+    WARN("this file system keeps no user xattrs: every get hashes");
+    return;
+  }
+  {
+    FileReader reader(jail, "/f", 1000);
+    CHECK(reader.digest_cached());
+    while (!reader.read(65536).empty()) {
+    }
+    CHECK(reader.finish().sha256 == sha256_hex(data));
+  }
+  // Changed behind the service's back (same size): the attribute no longer counts.
+  {
+    std::fstream out(file, std::ios::in | std::ios::out | std::ios::binary);
+    out.seekp(10);
+    out.put('y');
+  }
+  std::string changed = data;
+  changed[10] = 'y';
+  FileReader reader(jail, "/f", 0);
+  CHECK(!reader.digest_cached());
+  CHECK(hash_file(jail, "/f").sha256 == sha256_hex(changed));
+  // A forged attribute with the wrong size is ignored too.
+  std::string forged = sha256_hex("nope") + " 1 0";
+  REQUIRE(::setxattr(file.c_str(), kDigestXattr, forged.data(), forged.size(), 0) == 0);
+  CHECK(hash_file(jail, "/f").sha256 == sha256_hex(changed));
+}
+
+TEST_CASE("sweep_partials deletes only abandoned partials nobody has open", "[files][unit]") {
+  test::TempDir dir;
+  const std::string home = (dir.path() / "home").string();
+  Jail jail(home);
+  make_dir(jail, "/d", false);
+  ActivePartials active;
+  std::uint64_t freed = 0;
+  auto old = std::make_unique<PartialUpload>(jail, "/d/old", 100, sha256_hex("x"), false, freed,
+                                             &active);
+  old->write(std::string(40, 'a'));
+  auto open = std::make_unique<PartialUpload>(jail, "/open", 100, sha256_hex("y"), false, freed,
+                                              &active);
+  open->write(std::string(30, 'b'));
+  old.reset();  // abandoned; `open` is still in progress
+  const auto long_ago = fs::file_time_type::clock::now() - std::chrono::hours(48);
+  for (auto& e : fs::recursive_directory_iterator(home)) fs::last_write_time(e.path(), long_ago);
+  // A second upload of the same file while it is open: busy, and its partial stays.
+  CHECK(code_of([&] {
+          PartialUpload(jail, "/open", 100, sha256_hex("other"), false, freed, &active);
+        }) == errc::busy);
+
+  CHECK(sweep_partials(home, std::chrono::hours(1), active) == 40);
+  int partials = 0;
+  for (auto& e : fs::recursive_directory_iterator(home))
+    if (e.path().filename().string().starts_with(kPartialPrefix)) ++partials;
+  CHECK(partials == 2);  // /open's data and metadata
+  CHECK(fs::is_directory(fs::path(home) / "d"));
+  open.reset();  // ended: now it is abandoned too, once older than the TTL
+  CHECK(sweep_partials(home, std::chrono::hours(1000), active) == 0);
+  CHECK(sweep_partials(home, std::chrono::hours(1), active) == 30);
+  CHECK(fs::is_empty(home) == false);  // "d" stays
 }
