@@ -6,23 +6,32 @@
 
 namespace coserve::cli {
 
-awaitable<void> Connection::open(std::string host, std::string port) {
+awaitable<void> Connection::open(std::string host, std::string port, TlsChoice tls) {
   if (client_) {
     client_->close();
     retired_.push_back(std::move(client_));
   }
   auto client = std::make_unique<Client>(executor_);
-  std::string failure;
+  TlsOptions tls_options;
+  tls_options.ca_file = tls.ca_file;
+  std::string where = host + ":" + port, failure;
   try {
-    co_await client->connect(host, port);
+    if (tls.enabled)
+      co_await client->connect_tls(host, port, tls_options);
+    else
+      co_await client->connect(host, port);
+  } catch (const TlsError& e) {
+    failure = e.what();  // already one line: "TLS: certificate verify failed (...)"
   } catch (const boost::system::system_error& e) {
+    // Says TLS was asked for: a refused TLS connection may mean the wrong port was given.
+    if (tls.enabled) where += " with TLS";
     failure = e.code().message();
   }
-  if (!failure.empty())
-    throw connection_error("cannot connect to " + host + ":" + port + ": " + failure);
+  if (!failure.empty()) throw connection_error("cannot connect to " + where + ": " + failure);
   client_ = std::move(client);
   host_ = std::move(host);
   port_ = std::move(port);
+  tls_ = std::move(tls);
   user_.clear();
   password_.clear();
   asio::co_spawn(executor_, print_pushes(client_.get(), &print_chat_),
@@ -38,7 +47,7 @@ awaitable<void> Connection::login(std::string user, std::string password) {
 
 awaitable<void> Connection::reopen() {
   auto user = user_, password = password_;
-  co_await open(host_, port_);
+  co_await open(host_, port_, tls_);
   if (!user.empty()) co_await login(std::move(user), std::move(password));
 }
 

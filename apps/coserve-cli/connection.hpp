@@ -13,12 +13,20 @@
 
 namespace coserve::cli {
 
+// How to connect: plain TCP, or TLS with the server's certificate checked against `ca_file`
+// (empty: the system's trust store) and the host name.
+struct TlsChoice {
+  bool enabled = false;
+  std::string ca_file;
+};
+
 class Connection {
  public:
   explicit Connection(asio::any_io_executor executor) : executor_(std::move(executor)) {}
 
-  // Connects, replacing any previous connection. Throws Failure(kConnection).
-  awaitable<void> open(std::string host, std::string port);
+  // Connects, replacing any previous connection. Throws Failure(kConnection), also when the
+  // TLS handshake or the certificate check fails ("TLS: certificate verify failed (...)").
+  awaitable<void> open(std::string host, std::string port, TlsChoice tls = {});
   // Throws Failure(kServerError, "unauthenticated: ...") on a wrong password. The password is
   // kept in memory so the shell can log in again after the server closed an idle connection.
   awaitable<void> login(std::string user, std::string password);
@@ -35,6 +43,7 @@ class Connection {
   const std::string& host() const noexcept { return host_; }
   const std::string& port() const noexcept { return port_; }
   const std::string& user() const noexcept { return user_; }
+  bool tls() const noexcept { return tls_.enabled; }
 
   // Sends a request and returns the head of its ok reply; throws Failure otherwise.
   awaitable<json> request(json request);
@@ -58,6 +67,7 @@ class Connection {
   // Client::next_push, which must not outlive the Client.
   std::vector<std::unique_ptr<Client>> retired_;
   std::string host_, port_, user_, password_;
+  TlsChoice tls_;  // of the current connection; a reconnect uses it again
   bool print_chat_ = false;
 };
 

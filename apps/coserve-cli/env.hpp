@@ -11,6 +11,7 @@ struct Env {
   Connection& conn;
   asio::thread_pool& pool;
   bool quiet = false;
+  TlsChoice tls;  // from --tls / --ca-file: the shell's `open` starts from it
 };
 
 }  // namespace coserve::cli

@@ -3,6 +3,7 @@
 // (its code printed), 2 usage, 3 connection failure.
 #include <unistd.h>
 
+#include <cstdlib>
 #include <iostream>
 
 #include <boost/asio/io_context.hpp>
@@ -42,8 +43,10 @@ int main(int argc, char** argv) {
   app.add_flag("-q,--quiet", quiet, "No progress output");
   bool tls = false;
   std::string ca_file;
-  app.add_flag("--tls", tls, "Connect with TLS (not available yet in this build)");
-  app.add_option("--ca-file", ca_file, "CA certificates for --tls");
+  app.add_flag("--tls", tls, "Connect with TLS (the server's listeners.framed_tls port); the "
+                             "certificate is checked against --ca-file, COSERVE_CA_FILE or the "
+                             "system's trust store, and must name --host");
+  app.add_option("--ca-file", ca_file, "PEM CA certificates to trust (implies --tls)");
   app.require_subcommand(0, 1);
 
   auto* hello_cmd = app.add_subcommand("hello", "Show the server's name, version and services");
@@ -108,17 +111,18 @@ int main(int argc, char** argv) {
     return kUsage;
   }
 
-  if (tls || !ca_file.empty()) {
-    // The core client has no TLS transport yet; refusing beats silently sending in clear.
-    std::cerr << "coserve-cli: cannot connect with TLS: this build of coserve-cli has no TLS "
-                 "support yet\n";
-    return kConnection;
-  }
+  // A CA file given on the command line means TLS (never clear text by mistake); the
+  // environment's only says which CA to trust when TLS is asked for.
+  TlsChoice tls_choice;
+  tls_choice.enabled = tls || !ca_file.empty();
+  tls_choice.ca_file = ca_file;
+  if (const char* from_env = std::getenv("COSERVE_CA_FILE"); from_env && ca_file.empty())
+    tls_choice.ca_file = from_env;
 
   asio::io_context io;
   asio::thread_pool pool(1);
   Connection conn(io.get_executor());
-  Env env{conn, pool, quiet};
+  Env env{conn, pool, quiet, tls_choice};
   int exit_code = kOk;
   try {
     std::string password;
@@ -126,14 +130,14 @@ int main(int argc, char** argv) {
     if (no_subcommand || *shell_cmd) {
       // The shell stays usable when the first connection fails: `open` tries again.
       try {
-        run_sync(io, conn.open(host, port));
+        run_sync(io, conn.open(host, port, tls_choice));
         if (!user.empty()) run_sync(io, conn.login(user, password));
       } catch (const Failure& f) {
         std::cerr << "coserve-cli: " << f.what() << std::endl;
       }
       exit_code = run_shell(io, env);
     } else {
-      run_sync(io, conn.open(host, port));
+      run_sync(io, conn.open(host, port, tls_choice));
       if (!user.empty()) run_sync(io, conn.login(user, password));
       if (*hello_cmd) run_sync(io, hello(env));
       if (*echo_cmd) run_sync(io, echo(env, join_words(words)));

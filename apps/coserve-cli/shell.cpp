@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <optional>
 
 #include <editline/readline.h>
 
@@ -24,7 +25,9 @@ volatile sig_atomic_t prompt_interrupted = 0;
 void on_prompt_sigint(int) { prompt_interrupted = 1; }
 
 const char* const kHelp =
-    "open HOST[:PORT]          connect (anonymous until login)\n"
+    "open [--tls|--no-tls] [--ca-file FILE] HOST[:PORT]\n"
+    "                          connect (anonymous until login); TLS as on the command line\n"
+    "                          unless --tls/--no-tls; --ca-file implies --tls\n"
     "login [USER]              log in; the password is asked without echo\n"
     "logout | whoami           end the login | show the user\n"
     "pwd | cd [DIR]            working directory (files and exec)\n"
@@ -49,6 +52,21 @@ bool take_flag(std::vector<std::string>& words, const std::string& flag) {
     }
   }
   return false;
+}
+
+// Removes `option` and the value after it; the value, or nullopt when the option is absent.
+std::optional<std::string> take_option(std::vector<std::string>& words, const std::string& option,
+                                       const char* usage) {
+  for (std::size_t i = 1; i < words.size(); ++i) {
+    if (words[i] == option) {
+      if (i + 1 >= words.size()) throw usage_error(std::string("usage: ") + usage);
+      auto value = words[i + 1];
+      auto at = words.begin() + static_cast<std::ptrdiff_t>(i);
+      words.erase(at, at + 2);
+      return value;
+    }
+  }
+  return std::nullopt;
 }
 
 class Shell {
@@ -151,16 +169,25 @@ class Shell {
   void dispatch(const std::string& command, std::vector<std::string>& words,
                 const std::string& line) {
     if (command == "open") {
-      need_args(words, 1, 1, "open HOST[:PORT]");
+      const char* usage = "open [--tls|--no-tls] [--ca-file FILE] HOST[:PORT]";
+      TlsChoice tls = env_.tls;
+      if (auto ca_file = take_option(words, "--ca-file", usage)) {
+        tls.enabled = true;
+        tls.ca_file = *ca_file;
+      }
+      if (take_flag(words, "--tls")) tls.enabled = true;
+      if (take_flag(words, "--no-tls")) tls.enabled = false;
+      need_args(words, 1, 1, usage);
       auto target = words[1];
       std::string host = target, port = env_.conn.ever_opened() ? env_.conn.port() : "7070";
       if (auto colon = target.rfind(':'); colon != std::string::npos && target.find(']') == std::string::npos) {
         host = target.substr(0, colon);
         port = target.substr(colon + 1);
       }
-      run_sync(io_, env_.conn.open(host, port));
+      run_sync(io_, env_.conn.open(host, port, tls));
       cwd_ = "/";
-      std::cout << "connected to " << host << ":" << port << std::endl;
+      std::cout << "connected to " << host << ":" << port << (tls.enabled ? " (TLS)" : "")
+                << std::endl;
       return;
     }
     ensure_connected();

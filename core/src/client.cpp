@@ -10,6 +10,8 @@
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/write.hpp>
 
+#include "coserve/tls.hpp"
+
 namespace coserve {
 
 using Signal = asio::experimental::channel<void(error_code)>;
@@ -27,7 +29,9 @@ struct Client::State : std::enable_shared_from_this<Client::State> {
   explicit State(asio::any_io_executor ex, FrameLimits limits)
       : executor(ex), decoder(limits), writer_wake(ex, 1), push_wake(ex, 1) {}
   asio::any_io_executor executor;
-  std::variant<std::monostate, TcpSocket, UnixSocket> socket;
+  // Declared before `socket`: a TLS stream must not outlive its context.
+  std::shared_ptr<asio::ssl::context> tls_context;
+  std::variant<std::monostate, TcpSocket, UnixSocket, TlsStream> socket;
   FrameDecoder decoder;
   bool open = false;
   std::int64_t next_id = 1;
@@ -54,9 +58,11 @@ struct Client::State : std::enable_shared_from_this<Client::State> {
     std::visit(
         [](auto& s) {
           if constexpr (!std::is_same_v<std::decay_t<decltype(s)>, std::monostate>) {
+            // The socket itself, under TLS too: no close_notify, the frames are self-delimiting.
+            auto& socket = s.lowest_layer();
             error_code ignored;
-            s.shutdown(asio::socket_base::shutdown_both, ignored);
-            s.close(ignored);
+            socket.shutdown(asio::socket_base::shutdown_both, ignored);
+            socket.close(ignored);
           }
         },
         socket);
@@ -172,6 +178,37 @@ awaitable<void> Client::connect(const std::string& host, const std::string& port
   socket.set_option(asio::ip::tcp::no_delay(true));
   state_->socket.emplace<TcpSocket>(std::move(socket));
   start_loops<TcpSocket>(state_);
+}
+
+awaitable<void> Client::connect_tls(const std::string& host, const std::string& port,
+                                    TlsOptions options) {
+  std::shared_ptr<asio::ssl::context> context;
+  std::string failure;
+  try {
+    context = make_client_tls_context(options.ca_file);
+  } catch (const std::runtime_error& e) {
+    failure = e.what();
+  }
+  if (!failure.empty()) throw TlsError(asio::error::invalid_argument, "TLS: " + failure);
+  asio::ip::tcp::resolver resolver(state_->executor);
+  auto endpoints = co_await resolver.async_resolve(host, port, use_awaitable);
+  TlsStream stream(state_->executor, *context);
+  co_await asio::async_connect(stream.next_layer(), endpoints, use_awaitable);
+  stream.next_layer().set_option(asio::ip::tcp::no_delay(true));
+  const auto& name = options.server_name.empty() ? host : options.server_name;
+  try {
+    expect_server_name(stream, name);
+  } catch (const std::runtime_error& e) {
+    failure = e.what();
+  }
+  if (!failure.empty()) throw TlsError(asio::error::invalid_argument, "TLS: " + failure);
+  failure = co_await tls_handshake(stream, asio::ssl::stream_base::client,
+                                   options.handshake_timeout);
+  if (!failure.empty()) throw TlsError(asio::error::connection_aborted, "TLS: " + failure);
+  // In this order: a stream from an earlier connect goes before the context it was made with.
+  state_->socket.emplace<TlsStream>(std::move(stream));
+  state_->tls_context = std::move(context);
+  start_loops<TlsStream>(state_);
 }
 
 awaitable<void> Client::connect_unix(const std::string& path) {

@@ -23,7 +23,13 @@ const char* const kDefaults = R"json({
     "echo_udp": "127.0.0.1:7001",
     "echo_unix": "echo.sock",
     "echo_unix_dgram": "echo.dgram",
-    "chat_line": "127.0.0.1:7002"
+    "chat_line": "127.0.0.1:7002",
+    "framed_tls": ""
+  },
+  "tls": {
+    "cert_file": "",
+    "key_file": "",
+    "handshake_timeout_ms": 10000
   },
   "limits": {
     "max_json": 65536,

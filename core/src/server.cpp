@@ -24,6 +24,7 @@
 #include "coserve/runtime.hpp"
 #include "coserve/session.hpp"
 #include "coserve/stream_transport.hpp"
+#include "coserve/tls.hpp"
 #include "coserve/version.hpp"
 
 namespace coserve {
@@ -68,6 +69,36 @@ namespace {
 template <class Socket>
 awaitable<void> serve_framed(SessionEnv env, FrameLimits limits, Socket socket) {
   Session session(std::make_unique<StreamTransport<Socket>>(std::move(socket), limits, env.metrics),
+                  env);
+  co_await session.run();
+}
+
+// The framed protocol over TLS (listeners.framed_tls): the handshake first, bounded by
+// tls.handshake_timeout_ms, then an ordinary Session.
+awaitable<void> serve_framed_tls(SessionEnv env, FrameLimits limits,
+                                 std::shared_ptr<asio::ssl::context> context,
+                                 std::chrono::milliseconds handshake_timeout,
+                                 asio::ip::tcp::socket socket) {
+  const auto peer = peer_name(socket);
+  TlsStream stream(std::move(socket), *context);
+  std::string failure;
+  {
+    // Until the Session registers itself, a shutdown reaches the handshake through this.
+    auto registration = env.connections.add(stream.get_executor(), [&stream] {
+      error_code ignored;
+      stream.lowest_layer().close(ignored);
+    });
+    failure = co_await tls_handshake(stream, asio::ssl::stream_base::server, handshake_timeout);
+  }
+  if (!failure.empty()) {
+    // Debug level: scanners and plain-text clients on a public port would flood the log.
+    log::debug("framed_tls {}: {}", peer, failure);
+    env.metrics.counter("tls_handshakes_failed_total", "TLS handshakes that failed or timed out")
+        .inc();
+    co_return;
+  }
+  Session session(std::make_unique<StreamTransport<TlsStream>>(std::move(stream), limits,
+                                                                env.metrics),
                   env);
   co_await session.run();
 }
@@ -166,6 +197,14 @@ struct Server::Impl {
 
 Server::Server(Config config, const Registry& registry)
     : impl_(std::make_unique<Impl>(std::move(config))) {
+  // Certificate problems stop the start like a port in use does (BindError, one line), and
+  // before services start or listeners bind, so that line is all the operator sees.
+  TlsServerSettings tls;
+  std::shared_ptr<asio::ssl::context> tls_context;
+  if (!impl_->listeners.configured("framed_tls").empty()) {
+    tls = tls_server_settings(impl_->config);
+    tls_context = make_server_tls_context(tls);
+  }
   auto& d = impl_->dispatcher;
   const json empty = json::object();
   auto context_for = [&](const std::string& name) {
@@ -194,6 +233,15 @@ Server::Server(Config config, const Registry& registry)
         return serve_framed(env, limits, std::move(socket));
       },
       StopMode::self);
+  if (tls_context) {
+    impl_->listeners.tcp(
+        "framed_tls",
+        [env, limits, context = tls_context,
+         timeout = tls.handshake_timeout](asio::ip::tcp::socket socket) {
+          return serve_framed_tls(env, limits, context, timeout, std::move(socket));
+        },
+        StopMode::self);
+  }
   for (auto& service : d.services()) service->add_listeners(impl_->listeners);
 }
 

@@ -5,6 +5,7 @@
 //
 // Threading: one executor; every member is called from it. Writes go through one writer
 // coroutine, so any number of coroutines may send at once.
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -12,10 +13,31 @@
 #include <string>
 #include <system_error>
 
+#include <boost/system/system_error.hpp>
+
 #include "coserve/asio.hpp"
 #include "coserve/frame.hpp"
 
 namespace coserve {
+
+// How connect_tls checks the server (docs/cli.md: --tls, --ca-file).
+struct TlsOptions {
+  std::string ca_file;      // PEM CA certificates; empty: the system's default trust store
+  std::string server_name;  // the name the certificate must carry; empty: the host connected to
+  std::chrono::milliseconds handshake_timeout{30000};
+};
+
+// A TLS connection could not be set up. what() is one line for the user, e.g.
+// "TLS: certificate verify failed (self-signed certificate)"; code() is the underlying error.
+class TlsError : public boost::system::system_error {
+ public:
+  TlsError(error_code code, std::string message)
+      : boost::system::system_error(code), message_(std::move(message)) {}
+  const char* what() const noexcept override { return message_.c_str(); }
+
+ private:
+  std::string message_;
+};
 
 class Client {
  public:
@@ -29,6 +51,12 @@ class Client {
 
   // Throws boost::system::system_error when the connection cannot be made.
   awaitable<void> connect(const std::string& host, const std::string& port);
+  // The same over TLS (a server's listeners.framed_tls): TLS 1.2+, the certificate verified
+  // against `options.ca_file` and the host name (also sent as SNI). Throws TlsError when the
+  // CA file cannot be loaded or the handshake fails, boost::system::system_error when the TCP
+  // connection cannot be made.
+  awaitable<void> connect_tls(const std::string& host, const std::string& port,
+                              TlsOptions options = {});
   awaitable<void> connect_unix(const std::string& path);
   bool is_open() const noexcept;
   void close();

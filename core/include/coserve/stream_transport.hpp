@@ -14,6 +14,12 @@ namespace coserve {
 
 std::string peer_name(const asio::ip::tcp::socket& socket);
 std::string peer_name(const asio::local::stream_protocol::socket& socket);
+// A layered stream (asio::ssl::stream over TCP, see tls.hpp) is named by the socket under it.
+template <class Stream>
+  requires requires(const Stream& stream) { stream.next_layer(); }
+std::string peer_name(const Stream& stream) {
+  return peer_name(stream.next_layer());
+}
 
 template <class Socket>
 class StreamTransport final : public Transport {
@@ -52,9 +58,13 @@ class StreamTransport final : public Transport {
   }
 
   void close() override {
+    // The socket itself (under TLS too): close() must be immediate and may run while a read
+    // and a write are pending. TLS goes without close_notify, which our frames do not need:
+    // every frame carries its length, so a truncation is always visible.
+    auto& socket = socket_.lowest_layer();
     error_code ignored;
-    socket_.shutdown(Socket::shutdown_both, ignored);
-    socket_.close(ignored);
+    socket.shutdown(asio::socket_base::shutdown_both, ignored);
+    socket.close(ignored);
   }
 
 
@@ -62,7 +72,8 @@ class StreamTransport final : public Transport {
   const std::string& peer() const override { return peer_; }
   std::string_view kind() const override {
     if constexpr (std::is_same_v<Socket, asio::ip::tcp::socket>) return "tcp";
-    else return "unix";
+    else if constexpr (std::is_same_v<Socket, asio::local::stream_protocol::socket>) return "unix";
+    else return "tls";
   }
 
  private:
