@@ -88,6 +88,7 @@ Json run_raw_pingpong(const Options& o);
 Json run_framed_pingpong(const Options& o);
 Json run_bulk(const Options& o);
 Json run_idle(const Options& o);
+Json run_framed_idle(const Options& o);
 Json run_chat_fanout(const Options& o);
 Json run_command_true(const Options& o);
 Json run_ws_echo(const Options& o);

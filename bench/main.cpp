@@ -32,6 +32,7 @@ scenarios:
   framed-pingpong  the same over coserve's framed protocol (service echo, op echo)
   bulk             C connections stream --bytes in total through a raw echo
   idle             open C connections, hold them, report the server's RSS per connection
+  framed-idle      the same on coserve's framed listener (a core.ping proves each session)
   chat-fanout      C members (1000) join one coserve chat room; --senders of them say
                    --rate messages/s in total; deliveries/s and delivery latency
   command-true     one session logs in and runs command.run ["true"] --count times in a row
@@ -140,7 +141,7 @@ std::string human_line(const Json& r) {
   } else if (r.contains("mb_per_s")) {
     s << fmt("%.1f MB/s", num(r, "mb_per_s")) << fmt(" (%.0f MiB", num(r, "bytes") / (1 << 20)) << " over "
       << r["conns"] << " conns" << fmt(" in %.2f s)", num(r, "seconds"));
-  } else if (r["scenario"] == "idle" || r["scenario"] == "ws-idle") {
+  } else if (r["scenario"] == "idle" || r["scenario"] == "framed-idle" || r["scenario"] == "ws-idle") {
     s << r["established"] << "/" << r["conns"] << " established" << fmt(" in %.2f s", num(r, "open_s"));
     if (r.contains("kib_per_conn"))
       s << fmt(", server VmRSS %.0f", num(r, "rss_before_kib")) << fmt(" -> %.0f KiB", num(r, "rss_held_kib"))
@@ -165,6 +166,8 @@ int run_scenario(const std::string& scenario, bench::Options o, const std::optio
     r = bench::run_bulk(o);
   } else if (scenario == "idle") {
     r = bench::run_idle(o);
+  } else if (scenario == "framed-idle") {
+    r = bench::run_framed_idle(o);
   } else if (scenario == "chat-fanout") {
     r = bench::run_chat_fanout(o);
   } else if (scenario == "command-true") {

@@ -116,6 +116,7 @@ struct IdleState {
   tcp::endpoint ep;
   std::size_t target = 0, started = 0, failed = 0;
   bool ping = true;
+  bool framed = false;  // prove acceptance with a core.ping frame instead of an echoed byte
   std::vector<tcp::socket> held;
   std::string error;
 };
@@ -129,7 +130,14 @@ awaitable<void> idle_opener(IdleState& st) {
     tcp::socket sock(ex);
     try {
       co_await sock.async_connect(st.ep, use_awaitable);
-      if (st.ping) {
+      if (st.ping && st.framed) {
+        // A ping reply proves the server accepted the connection and started its session.
+        FrameReader reader(256);
+        co_await write_frame(sock, R"({"id":1,"service":"core","op":"ping"})", "");
+        auto reply = co_await reader.next(sock);
+        if (reply.json.find(R"("ok":true)") == std::string_view::npos)
+          throw std::runtime_error("ping failed: " + std::string(reply.json));
+      } else if (st.ping) {
         // One echoed byte proves the server accepted the connection and started its session.
         char c = 'p';
         co_await asio::async_write(sock, asio::buffer(&c, 1), use_awaitable);
@@ -187,9 +195,11 @@ Json run_bulk(const Options& o) {
   return out;
 }
 
-Json run_idle(const Options& o) {
+namespace {
+Json hold_idle(const Options& o, bool framed) {
   asio::io_context ctx(1);  // before st: the held sockets must go before their context
   IdleState st;
+  st.framed = framed;
   st.ep = endpoint_of(o);
   st.target = static_cast<std::size_t>(o.conns > 0 ? o.conns : 10000);
   st.ping = o.idle_ping;
@@ -218,7 +228,7 @@ Json run_idle(const Options& o) {
   st.held.clear();  // closes them all
 
   Json out;
-  out["scenario"] = "idle";
+  out["scenario"] = framed ? "framed-idle" : "idle";
   out["name"] = o.name;
   out["target"] = target_of(o);
   out["conns"] = st.target;
@@ -244,6 +254,10 @@ Json run_idle(const Options& o) {
   }
   return out;
 }
+}  // namespace
+
+Json run_idle(const Options& o) { return hold_idle(o, false); }
+Json run_framed_idle(const Options& o) { return hold_idle(o, true); }
 
 // ---- self-test: the scenarios against in-process echo servers --------------------------------
 

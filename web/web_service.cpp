@@ -143,8 +143,10 @@ struct WebService::Impl {
   }
 
   // A WebSocket upgrade that passed the checks, handed from the HTTP loop to serve_ws.
+  // Only the socket moves on: a moved beast::tcp_stream keeps an implementation (timers
+  // included) behind, which an idle WebSocket would carry for its whole life.
   struct Upgrade {
-    beast::tcp_stream stream;
+    tcp::socket socket;
     Request request;
     std::string peer;
   };
@@ -297,7 +299,7 @@ awaitable<std::optional<WebService::Impl::Upgrade>> WebService::Impl::serve_http
       } else {
         // The Session registers itself from here on, and ends the socket on shutdown.
         registration.reset();
-        co_return Upgrade{std::move(stream), std::move(req), std::move(peer)};
+        co_return Upgrade{stream.release_socket(), std::move(req), std::move(peer)};
       }
       refusal.keep_alive(false);
       count(refusal.result_int());
@@ -396,13 +398,13 @@ awaitable<Response> WebService::Impl::static_file(const Request& req, std::strin
 awaitable<void> WebService::Impl::serve_ws(Upgrade upgrade) {
   auto peer = std::move(upgrade.peer);
   auto request = std::move(upgrade.request);
-  // The WebSocket stream runs its own timers (handshake, idle pings) instead.
-  upgrade.stream.expires_never();
-  WsStream ws(std::move(upgrade.stream));
-  auto timeouts = websocket::stream_base::timeout::suggested(beast::role_type::server);
+  WsStream ws(std::move(upgrade.socket));
+  // Beast times the handshake; keep-alive is WsTransport::tick's, since Beast's idle timer
+  // would be re-armed on every message.
+  websocket::stream_base::timeout timeouts{};
   timeouts.handshake_timeout = ws_handshake_timeout;
-  timeouts.idle_timeout = ws_idle_timeout;  // a ping at half of it; no answer → closed
-  timeouts.keep_alive_pings = true;
+  timeouts.idle_timeout = websocket::stream_base::none();
+  timeouts.keep_alive_pings = false;
   ws.set_option(timeouts);
   ws.set_option(websocket::stream_base::decorator(
       [](websocket::response_type& res) { res.set(http::field::server, kServerHeader); }));
@@ -411,7 +413,7 @@ awaitable<void> WebService::Impl::serve_ws(Upgrade upgrade) {
   // Until the Session registers itself, shutdown simply drops a handshake in progress.
   auto handshake = connections.add(ws.get_executor(), [&ws] {
     error_code ignored;
-    beast::get_lowest_layer(ws).socket().close(ignored);
+    ws.next_layer().close(ignored);
   });
   auto [ec] = co_await ws.async_accept(request, use_nothrow);
   handshake.reset();
@@ -428,7 +430,7 @@ awaitable<void> WebService::Impl::serve_ws(Upgrade upgrade) {
     ~Active() { gauge.dec(); }
   } active{ws_active};
   Session session(std::make_unique<WsTransport>(std::move(ws), std::move(peer), frame_limits,
-                                                metrics, ws_counters, stopping),
+                                                metrics, ws_counters, stopping, ws_idle_timeout),
                   SessionEnv{dispatcher, metrics, connections, session_limits});
   co_await session.run();
 }

@@ -7,11 +7,11 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
-#include <boost/asio/experimental/channel.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/websocket.hpp>
 
 #include "coserve/log.hpp"
+#include "coserve/signal.hpp"
 
 namespace coserve::web {
 namespace beast = boost::beast;
@@ -31,23 +31,25 @@ struct WsMessage {
   std::string data;
 };
 
-// Wakes one waiting coroutine; try_send never blocks (the Session uses the same pattern).
-using Signal = asio::experimental::channel<void(error_code)>;
-
 }  // namespace
 
 struct WsTransport::Impl {
   Impl(WsStream stream, FrameLimits frame_limits, Metrics& m, WsCounters& c,
-       const std::atomic<bool>& stopping)
+       const std::atomic<bool>& stopping, std::chrono::milliseconds idle)
       : ws(std::move(stream)),
-        ready(ws.get_executor(), 1),
-        space(ws.get_executor(), 1),
+        idle_timeout(idle),
+        last_heard(std::chrono::steady_clock::now()),
+        ready(ws.get_executor()),
+        space(ws.get_executor()),
         limits(frame_limits),
         metrics(m),
         counters(c),
         server_stopping(stopping) {}
 
   WsStream ws;
+  std::chrono::milliseconds idle_timeout;
+  std::chrono::steady_clock::time_point last_heard;  // last message or pong from the peer
+  bool pinging = false;     // a keep-alive ping is in flight
   // One message handed from the reader to read(): reading ahead stays bounded, so a session
   // that stops reading (its out-queue is full) stops the socket being read too.
   std::optional<WsMessage> inbox;
@@ -70,7 +72,7 @@ namespace {
 // closes, or when the transport closes.
 awaitable<void> read_messages(std::shared_ptr<WsTransport::Impl> impl) {
   for (;;) {
-    while (impl->inbox && !impl->closing) co_await impl->space.async_receive(use_nothrow);
+    while (impl->inbox && !impl->closing) co_await impl->space.wait();
     if (impl->closing) break;
     WsMessage message;
     auto buffer = asio::dynamic_buffer(message.data, impl->ws.read_message_max());
@@ -82,13 +84,14 @@ awaitable<void> read_messages(std::shared_ptr<WsTransport::Impl> impl) {
       break;
     }
     impl->metrics.bytes_in.inc(n);
+    impl->last_heard = std::chrono::steady_clock::now();
     message.text = impl->ws.got_text();
     (message.text ? impl->counters.messages_in_text : impl->counters.messages_in_binary).inc();
     impl->inbox = std::move(message);
-    impl->ready.try_send(error_code{});
+    impl->ready.notify();
   }
   impl->reader_done = true;
-  impl->ready.try_send(error_code{});
+  impl->ready.notify();
 }
 
 awaitable<void> close_gracefully(std::shared_ptr<WsTransport::Impl> impl,
@@ -97,16 +100,22 @@ awaitable<void> close_gracefully(std::shared_ptr<WsTransport::Impl> impl,
   asio::steady_timer deadline(impl->ws.get_executor(), kCloseDeadline);
   co_await (impl->ws.async_close(reason, use_nothrow) || deadline.async_wait(use_nothrow));
   error_code ignored;
-  beast::get_lowest_layer(impl->ws).socket().close(ignored);
+  impl->ws.next_layer().close(ignored);
 }
 
 }  // namespace
 
 WsTransport::WsTransport(WsStream ws, std::string peer, FrameLimits limits, Metrics& metrics,
-                         WsCounters& counters, const std::atomic<bool>& server_stopping)
-    : impl_(std::make_shared<Impl>(std::move(ws), limits, metrics, counters, server_stopping)),
+                         WsCounters& counters, const std::atomic<bool>& server_stopping,
+                         std::chrono::milliseconds idle_timeout)
+    : impl_(std::make_shared<Impl>(std::move(ws), limits, metrics, counters, server_stopping,
+                                   idle_timeout)),
       executor_(impl_->ws.get_executor()),
       peer_(std::move(peer)) {
+  // A pong is a sign of life too. The callback lives in the stream, which Impl owns.
+  impl_->ws.control_callback([impl = impl_.get()](websocket::frame_type kind, beast::string_view) {
+    if (kind == websocket::frame_type::pong) impl->last_heard = std::chrono::steady_clock::now();
+  });
   asio::co_spawn(executor_, read_messages(impl_), [peer = peer_](std::exception_ptr e) {
     if (e) log::error("ws {}: reader ended with an exception", peer);
   });
@@ -120,13 +129,13 @@ WsTransport::~WsTransport() {
 awaitable<std::optional<DecodeResult>> WsTransport::read() {
   auto& impl = *impl_;
   while (!impl.inbox && !impl.reader_done && !impl.closing) {
-    auto [ec] = co_await impl.ready.async_receive(use_nothrow);
+    auto ec = co_await impl.ready.wait();
     if (ec) co_return std::nullopt;  // cancelled by the session
   }
   if (!impl.inbox || impl.closing) co_return std::nullopt;
   WsMessage message = std::move(*impl.inbox);
   impl.inbox.reset();
-  impl.space.try_send(error_code{});
+  impl.space.notify();
   if (message.text) co_return decode_json_only(message.data, impl_->limits);
   DecodeResult result = decode_whole_frame(message.data, impl_->limits);
   if (auto* error = std::get_if<DecodeError>(&result); error && error->code == errc::bad_frame) {
@@ -167,12 +176,12 @@ void WsTransport::close() {
   if (impl.closing) return;
   impl.closing = true;
   // Wakes a blocked read() and stops the reader handing over more messages.
-  impl.ready.try_send(error_code{});
-  impl.space.try_send(error_code{});
+  impl.ready.notify();
+  impl.space.notify();
   if (impl.writing || !impl.ws.is_open()) {
     // A write stuck on a slow peer cannot be followed by a close frame; the peer closed already.
     error_code ignored;
-    beast::get_lowest_layer(impl.ws).socket().close(ignored);
+    impl.ws.next_layer().close(ignored);
     return;
   }
   websocket::close_reason reason(websocket::close_code::normal);
@@ -185,6 +194,21 @@ void WsTransport::close() {
   asio::co_spawn(executor_, close_gracefully(impl_, reason), [peer = peer_](std::exception_ptr e) {
     if (e) log::error("ws {}: close ended with an exception", peer);
   });
+}
+
+void WsTransport::tick(std::chrono::steady_clock::time_point now) {
+  auto& impl = *impl_;
+  if (impl.closing || impl.idle_timeout.count() <= 0 || !impl.ws.is_open()) return;
+  auto silent = now - impl.last_heard;
+  if (silent >= impl.idle_timeout) {
+    log::info("ws {}: no answer to keep-alive pings, closing", peer_);
+    error_code ignored;
+    impl.ws.next_layer().close(ignored);
+  } else if (silent >= impl.idle_timeout / 2 && !impl.pinging) {
+    // Beast queues a ping behind a write in flight; a failure shows up on the reader.
+    impl.pinging = true;
+    impl.ws.async_ping({}, [impl = impl_](error_code) { impl->pinging = false; });
+  }
 }
 
 }  // namespace coserve::web

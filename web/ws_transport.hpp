@@ -13,7 +13,7 @@
 #include <memory>
 #include <string>
 
-#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/websocket/stream.hpp>
 
 #include "coserve/metrics.hpp"
@@ -21,7 +21,9 @@
 
 namespace coserve::web {
 
-using WsStream = boost::beast::websocket::stream<boost::beast::tcp_stream>;
+// Over a plain socket, not beast::tcp_stream: the transport needs no per-operation timers (see
+// tick()), and an idle connection stays smaller without them.
+using WsStream = boost::beast::websocket::stream<asio::ip::tcp::socket>;
 
 // Counters of the WebSocket bridge (created once by WebService, valid for the process).
 struct WsCounters {
@@ -35,9 +37,11 @@ struct WsCounters {
 class WsTransport final : public Transport {
  public:
   // `ws` has completed its handshake. `server_stopping` is read when closing, to pick the close
-  // code (1001 going away during shutdown); it must outlive the connection.
+  // code (1001 going away during shutdown); it must outlive the connection. A peer silent for
+  // half of `idle_timeout` is pinged, one silent for all of it is closed.
   WsTransport(WsStream ws, std::string peer, FrameLimits limits, Metrics& metrics,
-              WsCounters& counters, const std::atomic<bool>& server_stopping);
+              WsCounters& counters, const std::atomic<bool>& server_stopping,
+              std::chrono::milliseconds idle_timeout);
   ~WsTransport() override;
 
   awaitable<std::optional<DecodeResult>> read() override;
@@ -46,6 +50,9 @@ class WsTransport final : public Transport {
   // 1008 policy violation after a malformed frame) bounded by a deadline; closes the socket at
   // once when a write is stuck in flight.
   void close() override;
+  // Keep-alive: Beast's own idle timer would be re-armed on every message; the session's
+  // watchdog tick is enough.
+  void tick(std::chrono::steady_clock::time_point now) override;
 
   asio::any_io_executor executor() const override { return executor_; }
   const std::string& peer() const override { return peer_; }

@@ -42,12 +42,65 @@ std::variant<json, DecodeError> parse_head(std::string_view text) {
 
 OutFrame encode_frame(const json& head, std::string body) {
   auto frame = std::make_shared<EncodedFrame>();
+  std::string& out = frame->head;
+  out.assign(kFrameHeaderSize, '\0');
   // error_handler::replace: a service that puts invalid UTF-8 in a string must not crash us.
-  std::string text = head.dump(-1, ' ', false, json::error_handler_t::replace);
-  frame->head.resize(kFrameHeaderSize + text.size());
-  write_be32(frame->head.data(), static_cast<std::uint32_t>(text.size()));
-  write_be32(frame->head.data() + 4, static_cast<std::uint32_t>(body.size()));
-  std::memcpy(frame->head.data() + kFrameHeaderSize, text.data(), text.size());
+  nlohmann::detail::serializer<json> writer(nlohmann::detail::output_adapter<char>(out), ' ',
+                                            json::error_handler_t::replace);
+  writer.dump(head, false, false, 0);
+  write_be32(out.data(), static_cast<std::uint32_t>(out.size() - kFrameHeaderSize));
+  write_be32(out.data() + 4, static_cast<std::uint32_t>(body.size()));
+  frame->body = std::move(body);
+  return frame;
+}
+
+namespace {
+
+bool plain_key(std::string_view key) noexcept {
+  return std::all_of(key.begin(), key.end(), [](char c) {
+    return c >= 0x20 && c != '"' && c != '\\' && static_cast<unsigned char>(c) < 0x80;
+  });
+}
+
+}  // namespace
+
+OutFrame encode_tagged(const json& id, std::string_view tag, const json& tag_value,
+                       const json& fields, std::string body) {
+  auto frame = std::make_shared<EncodedFrame>();
+  std::string& out = frame->head;
+  out.reserve(128);
+  out.assign(kFrameHeaderSize, '\0');
+  // nlohmann's serializer appends straight to the frame: no temporary text, no merged object.
+  nlohmann::detail::serializer<json> writer(nlohmann::detail::output_adapter<char>(out), ' ',
+                                            json::error_handler_t::replace);
+  auto put_key = [&](std::string_view key) {
+    if (plain_key(key)) {
+      out += '"';
+      out += key;
+      out += "\":";
+    } else {
+      writer.dump(json(key), false, false, 0);
+      out += ':';
+    }
+  };
+  out += '{';
+  put_key("id");
+  writer.dump(id, false, false, 0);
+  out += ',';
+  put_key(tag);
+  writer.dump(tag_value, false, false, 0);
+  if (fields.is_object()) {
+    for (auto it = fields.begin(); it != fields.end(); ++it) {
+      if (it.key() == "id" || it.key() == tag) continue;
+      out += ',';
+      put_key(it.key());
+      writer.dump(it.value(), false, false, 0);
+    }
+  }
+  out += '}';
+  std::size_t json_len = out.size() - kFrameHeaderSize;
+  write_be32(out.data(), static_cast<std::uint32_t>(json_len));
+  write_be32(out.data() + 4, static_cast<std::uint32_t>(body.size()));
   frame->body = std::move(body);
   return frame;
 }
@@ -79,16 +132,21 @@ DecodeResult decode_json_only(std::string_view text, const FrameLimits& limits) 
 
 std::span<char> FrameDecoder::prepare(std::size_t min_size) {
   if (begin_ == end_) begin_ = end_ = 0;
-  if (buffer_.size() - end_ < min_size) {
-    // Compact first; grow only when the unread bytes really need the room.
-    if (begin_ > 0) {
-      std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
-      end_ -= begin_;
-      begin_ = 0;
+  if (capacity_ - end_ < min_size) {
+    std::size_t unread = end_ - begin_;
+    if (capacity_ - unread >= min_size) {
+      // Compact: the unread bytes fit with the room asked for.
+      std::memmove(buffer_.get(), buffer_.get() + begin_, unread);
+    } else {
+      auto bigger = std::make_unique_for_overwrite<char[]>(unread + min_size);
+      if (unread > 0) std::memcpy(bigger.get(), buffer_.get() + begin_, unread);
+      buffer_ = std::move(bigger);
+      capacity_ = unread + min_size;
     }
-    if (buffer_.size() - end_ < min_size) buffer_.resize(end_ + min_size);
+    begin_ = 0;
+    end_ = unread;
   }
-  return {buffer_.data() + end_, buffer_.size() - end_};
+  return {buffer_.get() + end_, capacity_ - end_};
 }
 
 void FrameDecoder::feed(std::string_view bytes) {
@@ -98,9 +156,9 @@ void FrameDecoder::feed(std::string_view bytes) {
 }
 
 void FrameDecoder::shrink(std::size_t keep) noexcept {
-  if (begin_ == end_ && buffer_.capacity() > keep) {
-    std::string().swap(buffer_);
-    begin_ = end_ = 0;
+  if (begin_ == end_ && capacity_ > keep) {
+    buffer_.reset();
+    capacity_ = begin_ = end_ = 0;
   }
 }
 
@@ -112,7 +170,7 @@ std::optional<DecodeResult> FrameDecoder::next() {
     if (skip_ > 0) return std::nullopt;
   }
   if (end_ - begin_ < kFrameHeaderSize) return std::nullopt;
-  const char* p = buffer_.data() + begin_;
+  const char* p = buffer_.get() + begin_;
   std::uint32_t json_len = read_be32(p);
   std::uint32_t body_len = read_be32(p + 4);
   // A JSON part this large means the peer does not speak the protocol (the header of an HTTP

@@ -22,6 +22,21 @@ constexpr std::size_t kMaxBatchFrames = 64;
 constexpr std::size_t kMaxBatchBytes = 256 * 1024;
 // Frames a client may send ahead for one call (uploads use credit, see docs/protocol.md).
 constexpr std::size_t kMaxInboxBytes = 8 * 1024 * 1024;
+// Frames up to this size are written at once when the writer is idle (see Session::push).
+constexpr std::size_t kDirectWriteMax = 64 * 1024;
+
+// The bytes of `frame` after the first `written`, for the writer to finish. Only byte streams
+// write partially, and they send head and body back to back, so the split point does not matter.
+OutFrame unwritten_tail(const EncodedFrame& frame, std::size_t written) {
+  auto tail = std::make_shared<EncodedFrame>();
+  if (written < frame.head.size()) {
+    tail->head = frame.head.substr(written);
+    tail->body = frame.body;
+  } else {
+    tail->body = frame.body.substr(written - frame.head.size());
+  }
+  return tail;
+}
 
 }  // namespace
 
@@ -50,9 +65,9 @@ Session::Session(std::unique_ptr<Transport> transport, SessionEnv env)
       env_(env),
       link_(std::make_shared<SessionLink>(this, transport_->executor(),
                                           next_session_id.fetch_add(1), transport_->peer())),
-      calls_done_(transport_->executor(), 1),
-      writer_wake_(transport_->executor(), 1),
-      space_(transport_->executor(), 1),
+      calls_done_(transport_->executor()),
+      writer_idle_(transport_->executor()),
+      space_(transport_->executor()),
       watchdog_timer_(transport_->executor()) {
   // First call: graceful shutdown; a second one (grace period over) closes outright.
   registration_ = env_.connections.add(transport_->executor(), [this] {
@@ -65,9 +80,10 @@ Session::Session(std::unique_ptr<Transport> transport, SessionEnv env)
 Session::~Session() { link_->session_ = nullptr; }
 
 awaitable<void> Session::run() {
-  using namespace asio::experimental::awaitable_operators;
   log::debug("session {} open ({} {})", id(), transport_->kind(), peer());
-  co_await (lifecycle() && write_loop());
+  co_await lifecycle();
+  // The queue is closed: a writer still running flushes it and ends.
+  while (writer_running_) co_await writer_idle_.wait();
   transport_->close();
   log::debug("session {} closed", id());
 }
@@ -80,10 +96,9 @@ awaitable<void> Session::lifecycle() {
     push(encode_frame({{"service", "core"}, {"event", "shutdown"}, {"reason", stop_reason_}}));
   }
   cancel_all_calls();
-  while (!calls_.empty()) co_await calls_done_.async_receive(use_nothrow);
+  while (!calls_.empty()) co_await calls_done_.wait();
   // Everything queued so far (final replies included) is flushed, then the writer ends.
   queue_closed_ = true;
-  writer_wake_.try_send(error_code{});
 }
 
 awaitable<void> Session::read_loop() {
@@ -98,7 +113,8 @@ awaitable<void> Session::read_loop() {
     touch();
     if (auto* frame = std::get_if<Frame>(&*item)) {
       env_.metrics.frames_in.inc();
-      on_frame(std::move(*frame));
+      if (is_immediate(*frame)) co_await run_immediate(std::move(*frame));
+      else on_frame(std::move(*frame));
     } else {
       auto& error = std::get<DecodeError>(*item);
       bool fatal = error.fatal;
@@ -109,18 +125,38 @@ awaitable<void> Session::read_loop() {
   }
 }
 
+void Session::start_writer() {
+  writer_running_ = true;
+  asio::co_spawn(executor(), write_loop(), [sid = id()](std::exception_ptr e) {
+    if (e) log::error("session {}: writer ended with an exception", sid);
+  });
+}
+
 awaitable<void> Session::write_loop() {
   std::vector<OutFrame> batch;
   for (;;) {
-    while (queue_.empty()) {
-      if (queue_closed_ || write_failed_) co_return;
-      co_await writer_wake_.async_receive(use_nothrow);
+    if (queue_head_ == queue_.size() || write_failed_) {
+      // Nothing left: end now (push() starts a new writer). Cleared here, not in the
+      // completion handler, so a frame pushed from now on is never left without a writer.
+      writer_running_ = false;
+      writer_idle_.notify();
+      co_return;
     }
     std::size_t bytes = 0;
-    while (!queue_.empty() && batch.size() < kMaxBatchFrames && bytes < kMaxBatchBytes) {
-      bytes += queue_.front()->size();
-      batch.push_back(std::move(queue_.front()));
-      queue_.pop_front();
+    while (queue_head_ < queue_.size() && batch.size() < kMaxBatchFrames &&
+           bytes < kMaxBatchBytes) {
+      bytes += queue_[queue_head_]->size();
+      batch.push_back(std::move(queue_[queue_head_++]));
+    }
+    if (queue_head_ == queue_.size()) {
+      queue_.clear();
+      queue_head_ = 0;
+      // A burst grew the queue: give the memory back once it is drained.
+      if (queue_.capacity() > 256) std::vector<OutFrame>().swap(queue_);
+    } else if (queue_head_ >= 64 && queue_head_ * 2 >= queue_.size()) {
+      // Never drained under a steady stream: drop the taken slots now and then (amortised O(1)).
+      queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(queue_head_));
+      queue_head_ = 0;
     }
     write_started_ = std::chrono::steady_clock::now();
     error_code ec = co_await transport_->write(batch);
@@ -130,12 +166,13 @@ awaitable<void> Session::write_loop() {
     queued_bytes_ -= bytes;
     link_->queued_.store(queued_bytes_, std::memory_order_relaxed);
     batch.clear();
-    space_.try_send(error_code{});
+    space_.notify();
     if (ec) {
       // The peer is gone: stop everything; nothing more can be delivered.
       write_failed_ = true;
-      for (auto& frame : queue_) queued_bytes_ -= frame->size();
+      for (std::size_t i = queue_head_; i < queue_.size(); ++i) queued_bytes_ -= queue_[i]->size();
       queue_.clear();
+      queue_head_ = 0;
       transport_->close();
       co_return;
     }
@@ -150,12 +187,14 @@ awaitable<void> Session::watchdog() {
   for (;;) {
     if (stop_requested_) co_return;
     auto now = clock::now();
+    transport_->tick(now);
     if (write_started_ && now - *write_started_ > env_.limits.write_timeout) {
       log::info("session {} ({}): write timeout, closing", id(), peer());
       transport_->close();
       co_return;
     }
-    if (calls_.empty() && queue_.empty() && now - last_activity_ > env_.limits.idle_timeout) {
+    if (calls_.empty() && queue_head_ == queue_.size() &&
+        now - last_activity_ > env_.limits.idle_timeout) {
       log::info("session {} ({}): idle timeout, closing", id(), peer());
       push(encode_frame({{"service", "core"}, {"event", "shutdown"}, {"reason", "idle timeout"}}));
       co_return;
@@ -178,19 +217,30 @@ void Session::close() { transport_->close(); }
 
 void Session::push(OutFrame frame) {
   if (queue_closed_ || write_failed_) return;
+  if (queue_head_ == queue_.size() && !write_started_ && frame->size() <= kDirectWriteMax) {
+    // The writer is idle: a reply the socket has room for goes out now, without the hop to the
+    // writer coroutine. Whatever does not fit is queued and the writer finishes it, in order.
+    std::size_t written = transport_->try_write(*frame);
+    if (written == frame->size()) {
+      env_.metrics.frames_out.inc();
+      touch();
+      return;
+    }
+    if (written > 0) frame = unwritten_tail(*frame, written);
+  }
   queued_bytes_ += frame->size();
   link_->queued_.store(queued_bytes_, std::memory_order_relaxed);
   queue_.push_back(std::move(frame));
-  writer_wake_.try_send(error_code{});
+  if (!writer_running_) start_writer();
 }
 
 awaitable<bool> Session::wait_for_space() {
   while (queued_bytes_ >= env_.limits.out_queue_bytes && !write_failed_ && !queue_closed_) {
-    auto [ec] = co_await space_.async_receive(use_nothrow);
+    auto ec = co_await space_.wait();
     if (ec) co_return false;  // cancelled
   }
   // Pass the wake-up on: several producers may be waiting.
-  if (queued_bytes_ < env_.limits.out_queue_bytes) space_.try_send(error_code{});
+  if (queued_bytes_ < env_.limits.out_queue_bytes) space_.notify();
   co_return !write_failed_ && !queue_closed_;
 }
 
@@ -206,7 +256,9 @@ void Session::reply_error(const json& id, errc code, std::string message, json d
   json error = details.is_object() ? std::move(details) : json::object();
   error["code"] = to_string(code);
   error["message"] = std::move(message);
-  push(encode_frame({{"id", id}, {"ok", false}, {"error", std::move(error)}}));
+  json fields = json::object();
+  fields["error"] = std::move(error);
+  push(encode_tagged(id, "ok", false, fields));
 }
 
 void Session::on_decode_error(DecodeError error) {
@@ -238,7 +290,7 @@ void Session::on_frame(Frame frame) {
       return;
     }
     state.inbox.push_back(std::move(frame));
-    if (state.inbox_ready) state.inbox_ready->try_send(error_code{});
+    if (state.inbox_ready) state.inbox_ready->notify();
     return;
   }
   auto op = frame.head.find("op");
@@ -267,6 +319,31 @@ void Session::on_frame(Frame frame) {
                  }));
 }
 
+bool Session::is_immediate(const Frame& frame) const {
+  // Anything unusual (no valid id, unknown service, an id already in flight) takes the spawned
+  // path, whose checks give the error replies.
+  auto id = frame.head.find("id");
+  auto service = frame.head.find("service");
+  auto op = frame.head.find("op");
+  if (id == frame.head.end() || !(id->is_number_integer() || id->is_string()) ||
+      service == frame.head.end() || !service->is_string() || op == frame.head.end() ||
+      !op->is_string())
+    return false;
+  Service* target = env_.dispatcher.find(service->get_ref<const std::string&>());
+  if (!target || !target->immediate(op->get_ref<const std::string&>())) return false;
+  return calls_.empty() || !calls_.contains(id->dump());
+}
+
+awaitable<void> Session::run_immediate(Frame request) {
+  auto state = std::make_shared<detail::CallState>(request.head["id"]);
+  Outcome outcome;
+  {
+    Call call(*this, state, std::move(request));
+    outcome = co_await env_.dispatcher.dispatch(call);
+  }
+  finish_call(*state, std::move(outcome));
+}
+
 awaitable<void> Session::run_call(std::shared_ptr<detail::CallState> state, Frame request) {
   Outcome outcome;
   {
@@ -275,7 +352,7 @@ awaitable<void> Session::run_call(std::shared_ptr<detail::CallState> state, Fram
   }
   finish_call(*state, std::move(outcome));
   calls_.erase(state->key);
-  if (calls_.empty()) calls_done_.try_send(error_code{});
+  if (calls_.empty()) calls_done_.notify();
 }
 
 void Session::finish_call(const detail::CallState& state, Outcome outcome) {
@@ -283,11 +360,9 @@ void Session::finish_call(const detail::CallState& state, Outcome outcome) {
     reply_error(state.id, *outcome.error, std::move(outcome.message), std::move(outcome.fields));
     return;
   }
-  json head = std::move(outcome.fields);
-  if (!head.is_object()) head = json{{"result", std::move(head)}};
-  head["id"] = state.id;
-  head["ok"] = true;
-  push(encode_frame(head, std::move(outcome.body)));
+  if (!outcome.fields.is_object())
+    outcome.fields = json{{"result", std::move(outcome.fields)}};
+  push(encode_tagged(state.id, "ok", true, outcome.fields, std::move(outcome.body)));
 }
 
 bool Session::cancel_call(const json& id) {
@@ -296,7 +371,7 @@ bool Session::cancel_call(const json& id) {
   auto& state = *it->second;
   state.cancelled = true;
   state.cancel.emit(asio::cancellation_type::terminal);
-  if (state.inbox_ready) state.inbox_ready->try_send(error_code{});
+  if (state.inbox_ready) state.inbox_ready->notify();
   return true;
 }
 
@@ -307,7 +382,7 @@ void Session::cancel_all_calls() {
   for (auto& state : calls) {
     state->cancelled = true;
     state->cancel.emit(asio::cancellation_type::terminal);
-    if (state->inbox_ready) state->inbox_ready->try_send(error_code{});
+    if (state->inbox_ready) state->inbox_ready->notify();
   }
 }
 
@@ -332,11 +407,8 @@ bool Call::cancelled() const noexcept { return state_->cancelled || session_.clo
 
 awaitable<void> Call::emit(std::string_view event, json fields, std::string body) {
   if (cancelled()) throw Error(errc::cancelled, "cancelled");
-  if (!fields.is_object()) fields = json::object();
-  fields["id"] = state_->id;
-  fields["event"] = event;
   // Named, not a temporary inside the co_await: g++ 12 mishandles such temporaries.
-  auto frame = encode_frame(fields, std::move(body));
+  auto frame = encode_tagged(state_->id, "event", event, fields, std::move(body));
   co_await session_.push_wait(std::move(frame));
 }
 
@@ -349,8 +421,8 @@ awaitable<std::optional<Frame>> Call::receive() {
       co_return frame;
     }
     if (cancelled()) co_return std::nullopt;
-    if (!state_->inbox_ready) state_->inbox_ready = std::make_unique<Signal>(session_.executor(), 1);
-    auto [ec] = co_await state_->inbox_ready->async_receive(use_nothrow);
+    if (!state_->inbox_ready) state_->inbox_ready = std::make_unique<Signal>(session_.executor());
+    auto ec = co_await state_->inbox_ready->wait();
     if (ec) co_return std::nullopt;
   }
 }

@@ -10,7 +10,10 @@ namespace coserve::echo {
 class EchoService final : public BasicService<EchoService> {
  public:
   static constexpr std::string_view kName = "echo";
-  static constexpr auto ops() { return std::array{op("echo", &EchoService::echo)}; }
+  // Echo never waits, so it runs on the connection's reader (OpKind::immediate).
+  static constexpr auto ops() {
+    return std::array{op("echo", &EchoService::echo, OpKind::immediate)};
+  }
 
   awaitable<Outcome> echo(Call& call);
   void add_listeners(Listeners& listeners) override;

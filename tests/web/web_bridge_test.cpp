@@ -258,6 +258,26 @@ TEST_CASE("ws: server shutdown sends a shutdown event, then close 1001 going awa
   CHECK(server.stop(0) == 0);
 }
 
+TEST_CASE("ws: keep-alive pings a quiet peer that answers, and drops one that does not") {
+  // Watchdog ticks every 250 ms (a quarter of write_timeout_ms), so the timings below hold.
+  ServerProcess server({"--set", "services.web.ws_idle_timeout_ms=1200", "--set",
+                        "limits.write_timeout_ms=1000"});
+  run([&]() -> awaitable<void> {
+    const auto port = server.port("http");
+    auto answering = co_await WsClient::open(port);
+    auto silent = co_await WsClient::open(port);
+    // Reading answers pings; no message arrives, so the read ends on the client's own timeout.
+    auto none = co_await answering->read(2500ms);
+    CHECK_FALSE(none);
+    CHECK(answering->error == beast::error::timeout);
+    CHECK(answering->pings_seen >= 1);
+    // The silent client never read, so it never answered: the server has closed it.
+    auto gone = co_await silent->read(2000ms);
+    CHECK_FALSE(gone);
+    CHECK(silent->error != beast::error::timeout);
+  }());
+}
+
 TEST_CASE("ws and framed TCP clients share a chat room") {
   ServerProcess server;
   run([&]() -> awaitable<void> {

@@ -65,6 +65,10 @@ class WsClient {
           if (!origin.empty()) req.set(http::field::origin, origin);
         }));
     client->ws_.read_message_max(64 << 20);
+    // Beast answers pings by itself while reading; count them for the keep-alive test.
+    client->ws_.control_callback([c = client.get()](websocket::frame_type kind, beast::string_view) {
+      if (kind == websocket::frame_type::ping) ++c->pings_seen;
+    });
     beast::get_lowest_layer(client->ws_).expires_after(std::chrono::seconds(10));
     const std::string host = "127.0.0.1:" + std::string(port);
     co_await client->ws_.async_handshake(client->refusal, host, target, use_awaitable);
@@ -127,6 +131,7 @@ class WsClient {
 
   websocket::response_type refusal;
   error_code error;
+  int pings_seen = 0;
 
  private:
   websocket::stream<beast::tcp_stream> ws_;

@@ -12,8 +12,9 @@ class CoreService final : public BasicService<CoreService> {
  public:
   static constexpr std::string_view kName = "core";
   static constexpr auto ops() {
-    return std::array{op("hello", &CoreService::hello), op("ping", &CoreService::ping),
-                      op("cancel", &CoreService::cancel)};
+    return std::array{op("hello", &CoreService::hello, OpKind::immediate),
+                      op("ping", &CoreService::ping, OpKind::immediate),
+                      op("cancel", &CoreService::cancel, OpKind::immediate)};
   }
 
   explicit CoreService(ServiceContext& ctx) : ctx_(ctx.config), dispatcher_(ctx.dispatcher) {}

@@ -48,6 +48,12 @@ using OutFrame = std::shared_ptr<const EncodedFrame>;
 
 OutFrame encode_frame(const json& head, std::string body = {});
 
+// Encodes {"id": id, "<tag>": tag_value, ...fields} + body without building the merged object
+// (replies are {"id", "ok", ...} and stream events {"id", "event", ...}: this is the per-request
+// path). Fields named "id" or `tag` are left out; `fields` must be an object or null.
+OutFrame encode_tagged(const json& id, std::string_view tag, const json& tag_value,
+                       const json& fields, std::string body = {});
+
 // A frame the decoder could not deliver. `id` is the request id when it could be read (so the
 // error reply can name the request), null otherwise. `fatal` means the byte stream can no
 // longer be parsed and the connection must close after the error reply.
@@ -79,13 +85,14 @@ class FrameDecoder {
   std::optional<DecodeResult> next();
 
   std::size_t buffered() const noexcept { return end_ - begin_; }
-  // Releases the buffer when nothing is buffered and it has grown past `keep` bytes. Never call
-  // it while a read into prepare()'s span is pending.
+  // Releases the buffer when nothing is buffered and it has grown past `keep` bytes (0: always).
+  // Never call it while a read into prepare()'s span is pending.
   void shrink(std::size_t keep) noexcept;
 
  private:
   FrameLimits limits_;
-  std::string buffer_;
+  std::unique_ptr<char[]> buffer_;  // not a string: growing it need not zero-fill
+  std::size_t capacity_ = 0;
   std::size_t begin_ = 0;
   std::size_t end_ = 0;
   std::uint64_t skip_ = 0;  // bytes of an oversized body still to discard

@@ -102,6 +102,8 @@ class Service {
   virtual std::string_view name() const = 0;
   virtual std::vector<std::string_view> op_names() const = 0;
   virtual bool has_op(std::string_view op) const = 0;
+  // True for ops declared OpKind::immediate (see there).
+  virtual bool immediate(std::string_view /*op*/) const { return false; }
   virtual awaitable<Outcome> handle(std::string_view op, Call& call) = 0;
   // Raw listeners this service serves (e.g. echo's TCP/UDP/Unix byte echo). Optional.
   virtual void add_listeners(Listeners&) {}
@@ -110,15 +112,25 @@ class Service {
   virtual void stop() {}
 };
 
+// How the session runs an op.
+//  - spawned (the default): in a coroutine of its own, so it may wait for anything (I/O, timers,
+//    offload, client frames) while other requests on the connection go on.
+//  - immediate: on the connection's reader, for ops that never wait (echo, ping): no coroutine
+//    is spawned, so they cost less. The connection reads nothing else until such an op returns,
+//    and it cannot be cancelled or receive() frames.
+enum class OpKind { spawned, immediate };
+
 template <class S>
 struct Op {
   std::string_view name;
   awaitable<Outcome> (S::*handler)(Call&);
+  OpKind kind = OpKind::spawned;
 };
 
 template <class S>
-constexpr Op<S> op(std::string_view name, awaitable<Outcome> (S::*handler)(Call&)) {
-  return {name, handler};
+constexpr Op<S> op(std::string_view name, awaitable<Outcome> (S::*handler)(Call&),
+                   OpKind kind = OpKind::spawned) {
+  return {name, handler, kind};
 }
 
 // CRTP base: the derived class provides `kName` and a constexpr `ops()` table.
@@ -134,6 +146,11 @@ class BasicService : public Service {
   bool has_op(std::string_view name) const final {
     for (auto& o : Derived::ops())
       if (o.name == name) return true;
+    return false;
+  }
+  bool immediate(std::string_view name) const final {
+    for (auto& o : Derived::ops())
+      if (o.name == name) return o.kind == OpKind::immediate;
     return false;
   }
   awaitable<Outcome> handle(std::string_view name, Call& call) final {

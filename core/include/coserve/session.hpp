@@ -1,30 +1,33 @@
 #pragma once
 // One connection speaking the framed protocol, over any Transport.
 //
-// A session is three coroutines on one executor: the reader (decodes frames, starts one call
-// coroutine per request), the writer (the only one that writes to the transport, draining a
-// byte-bounded out-queue) and the watchdog (idle and write timeouts, shutdown). Everything in a
-// session, its calls included, runs on that one executor: no locks. Other threads reach a
-// session only through its SessionLink.
+// A session is coroutines on one executor: the reader (decodes frames, runs immediate ops,
+// starts one call coroutine per other request), the watchdog (idle and write timeouts,
+// shutdown) and, only while a backlog exists, the writer (the only one that writes to the
+// transport asynchronously, draining a byte-bounded out-queue). A frame pushed while nothing is
+// queued or being written is written at once if the socket takes it (Transport::try_write), so
+// most replies never wake a writer. Everything in a session, its calls included, runs on that
+// one executor: no locks. Other threads reach a session only through its SessionLink.
 #include <any>
 #include <chrono>
 #include <cstdint>
-#include <deque>
+#include <list>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <typeindex>
 #include <unordered_map>
+#include <vector>
 
 #include <boost/asio/cancellation_signal.hpp>
-#include <boost/asio/experimental/channel.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include "coserve/asio.hpp"
 #include "coserve/connections.hpp"
 #include "coserve/frame.hpp"
 #include "coserve/service.hpp"
+#include "coserve/signal.hpp"
 #include "coserve/transport.hpp"
 
 namespace coserve {
@@ -32,8 +35,6 @@ namespace coserve {
 class Dispatcher;
 class Metrics;
 class Session;
-
-using Signal = asio::experimental::channel<void(error_code)>;
 
 struct SessionLimits {
   std::size_t out_queue_bytes = 4 * 1024 * 1024;
@@ -82,7 +83,7 @@ struct CallState {
   std::string key;  // id.dump(), the key in Session::calls_
   asio::cancellation_signal cancel;
   bool cancelled = false;
-  std::deque<Frame> inbox;  // frames the client sent for this call
+  std::list<Frame> inbox;  // frames the client sent for this call (a list: empty costs nothing)
   std::size_t inbox_bytes = 0;
   std::unique_ptr<Signal> inbox_ready;
 };
@@ -137,11 +138,17 @@ class Session {
   friend class Call;
   awaitable<void> lifecycle();
   awaitable<void> read_loop();
+  // The writer runs only while frames wait that could not be written at once (see push()), so
+  // an idle connection holds no writer coroutine.
+  void start_writer();
   awaitable<void> write_loop();
   awaitable<void> watchdog();
   void on_frame(Frame frame);
   void on_decode_error(DecodeError error);
   awaitable<void> run_call(std::shared_ptr<detail::CallState> state, Frame request);
+  // OpKind::immediate requests run on the reader, without a coroutine of their own.
+  bool is_immediate(const Frame& frame) const;
+  awaitable<void> run_immediate(Frame request);
   void finish_call(const detail::CallState& state, Outcome outcome);
   void reply_error(const json& id, errc code, std::string message,
                    json details = json::object());
@@ -159,9 +166,13 @@ class Session {
   std::unordered_map<std::string, std::shared_ptr<detail::CallState>> calls_;
   Signal calls_done_;
 
-  std::deque<OutFrame> queue_;
+  // Frames waiting for the writer, from queue_head_ on (a vector, not a deque: a deque
+  // allocates when constructed, and most connections are idle).
+  std::vector<OutFrame> queue_;
+  std::size_t queue_head_ = 0;
   std::size_t queued_bytes_ = 0;
-  Signal writer_wake_;
+  bool writer_running_ = false;
+  Signal writer_idle_;  // the writer ended
   Signal space_;
   bool queue_closed_ = false;  // the writer exits once the queue is drained
   bool write_failed_ = false;

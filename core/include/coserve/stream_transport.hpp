@@ -23,23 +23,51 @@ std::string peer_name(const Stream& stream) {
 
 template <class Socket>
 class StreamTransport final : public Transport {
+  // Plain sockets (not TLS) can wait for readability without a buffer and read or write
+  // without blocking.
+  static constexpr bool kPlainSocket =
+      std::is_same_v<Socket, asio::ip::tcp::socket> ||
+      std::is_same_v<Socket, asio::local::stream_protocol::socket>;
+
  public:
   StreamTransport(Socket socket, FrameLimits limits, Metrics& metrics)
       : socket_(std::move(socket)),
         decoder_(limits),
         metrics_(metrics),
         executor_(socket_.get_executor()),
-        peer_(peer_name(socket_)) {}
+        peer_(peer_name(socket_)) {
+    // Synchronous reads and writes must never block; Asio's async operations work either way.
+    if constexpr (kPlainSocket) {
+      error_code ignored;
+      socket_.non_blocking(true, ignored);
+    }
+  }
 
   awaitable<std::optional<DecodeResult>> read() override {
     for (;;) {
       if (auto item = decoder_.next()) co_return item;
-      // A large frame grew the buffer; give the memory back before waiting again.
-      if (decoder_.buffered() == 0) decoder_.shrink(64 * 1024);
-      // Small reads while idle keep idle connections cheap; larger once a frame is streaming in.
-      auto space = decoder_.prepare(decoder_.buffered() ? 64 * 1024 : 4096);
-      auto [ec, n] = co_await socket_.async_read_some(asio::buffer(space.data(), space.size()),
-                                                      use_nothrow);
+      error_code ec;
+      std::size_t n = 0;
+      bool done = false;
+      if constexpr (kPlainSocket) {
+        if (decoder_.buffered() == 0) {
+          // Nothing half-read: wait for data holding no buffer, so an idle connection costs
+          // little, then take what arrived without blocking.
+          decoder_.shrink(0);
+          std::tie(ec) = co_await socket_.async_wait(Socket::wait_read, use_nothrow);
+          if (ec) co_return std::nullopt;
+          auto space = decoder_.prepare(4096);
+          n = socket_.read_some(asio::buffer(space.data(), space.size()), ec);
+          if (ec == asio::error::would_block) continue;
+          done = true;
+        }
+      }
+      if (!done) {
+        // A frame is streaming in: larger reads.
+        auto space = decoder_.prepare(decoder_.buffered() ? 64 * 1024 : 4096);
+        std::tie(ec, n) = co_await socket_.async_read_some(
+            asio::buffer(space.data(), space.size()), use_nothrow);
+      }
       if (ec) co_return std::nullopt;
       decoder_.commit(n);
       metrics_.bytes_in.inc(n);
@@ -55,6 +83,20 @@ class StreamTransport final : public Transport {
     auto [ec, n] = co_await asio::async_write(socket_, buffers_, use_nothrow);
     metrics_.bytes_out.inc(n);
     co_return ec;
+  }
+
+  std::size_t try_write(const EncodedFrame& frame) override {
+    if constexpr (kPlainSocket) {
+      std::array<asio::const_buffer, 2> buffers{asio::buffer(frame.head),
+                                                asio::buffer(frame.body)};
+      error_code ec;
+      std::size_t n = socket_.write_some(buffers, ec);
+      if (ec) return 0;  // would block, or failed: the writer's async write finds out which
+      metrics_.bytes_out.inc(n);
+      return n;
+    } else {
+      return 0;
+    }
   }
 
   void close() override {

@@ -4,6 +4,7 @@
 //
 // Threading: one reader and one writer may run concurrently (the session's reader and writer
 // coroutines); two reads or two writes may not. All calls happen on the session's executor.
+#include <chrono>
 #include <optional>
 #include <span>
 #include <string>
@@ -24,8 +25,16 @@ class Transport {
   virtual awaitable<std::optional<DecodeResult>> read() = 0;
   // Writes the frames in order (a batch becomes one system call where the transport can).
   virtual awaitable<error_code> write(std::span<const OutFrame> frames) = 0;
+  // Writes as much of `frame` as the connection takes at once, without waiting, and returns the
+  // bytes written: 0 when it would block, failed, or the transport only writes asynchronously.
+  // The session calls it only while no write() is in flight, so a reply whose socket has room
+  // goes out without waking the writer coroutine.
+  virtual std::size_t try_write(const EncodedFrame&) { return 0; }
   // Closes the connection; pending reads and writes complete with an error.
   virtual void close() = 0;
+  // Called by the session's watchdog every few seconds, so a transport with liveness rules of
+  // its own (WebSocket keep-alive pings) needs no timer per connection.
+  virtual void tick(std::chrono::steady_clock::time_point /*now*/) {}
 
   virtual asio::any_io_executor executor() const = 0;
   virtual const std::string& peer() const = 0;
