@@ -38,7 +38,7 @@ class Transport {
 
   virtual asio::any_io_executor executor() const = 0;
   virtual const std::string& peer() const = 0;
-  virtual std::string_view kind() const = 0;  // "tcp", "unix", "ws"
+  virtual std::string_view kind() const = 0;  // "tcp", "unix", "tls", "ws"
 };
 
 // Framed protocol over a byte stream (TCP or Unix stream socket).
