@@ -10,6 +10,8 @@
 // run with an error instead of hanging it.
 #include "bench.hpp"
 
+#include <unistd.h>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
@@ -24,6 +26,8 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <iterator>
+#include <sstream>
 #include <memory>
 #include <stdexcept>
 #include <string_view>
@@ -177,6 +181,23 @@ inline awaitable<ConnResult> bounded(Body body, Clock::time_point hard_end) {
 // Runs one ping-pong coroutine per connection for the warm-up and measured window;
 // session(ep, window, size, result) counts and times the round trips inside the window.
 template <class Session>
+// CPU seconds (user + system) the process has used so far; -1 when it cannot be read.
+inline double read_cpu_s(int pid) {
+  if (pid <= 0) return -1;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto close = stat.rfind(')');  // the command name may contain spaces
+  if (close == std::string::npos) return -1;
+  std::istringstream fields(stat.substr(close + 2));
+  std::string field;
+  double utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i == 14) utime = std::stod(field);
+    if (i == 15) stime = std::stod(field);
+  }
+  return (utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
 inline Json run_pingpong(const Options& o, const char* scenario, Session session) {
   if (o.duration_s <= 0) throw std::runtime_error("--duration must be positive");
   auto ep = endpoint_of(o);
@@ -186,10 +207,26 @@ inline Json run_pingpong(const Options& o, const char* scenario, Session session
   w.end = after(w.start, o.duration_s);
   w.hard_end = after(w.end, o.timeout_s);
   int conns = o.conns > 0 ? o.conns : 50;
+  // The server's CPU time over the measured window: CPU per message holds up on a busy machine,
+  // where throughput mostly measures the scheduler.
+  double cpu_start = -1, cpu_end = -1;
+  std::thread sampler([&] {
+    std::this_thread::sleep_until(w.start);
+    cpu_start = read_cpu_s(o.server_pid);
+    std::this_thread::sleep_until(w.end);
+    cpu_end = read_cpu_s(o.server_pid);
+  });
   auto results = run_connections(conns, o.threads, [&] {
     return bounded([=](ConnResult& r) { return session(ep, w, o.size, r); }, w.hard_end);
   });
-  return pingpong_summary(o, scenario, results);
+  sampler.join();
+  Json out = pingpong_summary(o, scenario, results);
+  auto msgs = out["msgs"].get<std::uint64_t>();
+  if (cpu_start >= 0 && cpu_end >= cpu_start && msgs > 0) {
+    out["server_cpu_s"] = cpu_end - cpu_start;
+    out["server_cpu_us_per_msg"] = (cpu_end - cpu_start) * 1e6 / static_cast<double>(msgs);
+  }
+  return out;
 }
 
 // ---- framed protocol -----------------------------------------------------------------------

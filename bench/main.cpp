@@ -48,7 +48,8 @@ options:
   --duration D        measured seconds (default 10), after --warmup seconds (default 1)
   --bytes N           bulk: total bytes over all connections (default 256M; K/M/G suffixes)
   --hold S            idle: seconds to hold the connections (default 3)
-  --server-pid PID    idle: process whose VmRSS is read
+  --server-pid PID    idle: process whose VmRSS is read; ping-pong: whose CPU time per message
+                      over the window is reported (server_cpu_us_per_msg)
   --no-ping           idle: only connect, do not exchange a byte first
   --threads T         generator threads (default 1)
   --rate R            chat-fanout: messages per second over all senders (default 200)
@@ -118,6 +119,7 @@ std::string note_of(const Json& r) {
     return n;
   }
   if (r["scenario"] == "command-true") return "runs/s; " + r["runs"].dump() + fmt(" runs in %.2f s", num(r, "seconds"));
+  if (r.contains("server_cpu_us_per_msg")) return fmt("server CPU %.2f µs/msg", num(r, "server_cpu_us_per_msg"));
   return "";
 }
 
@@ -138,6 +140,8 @@ std::string human_line(const Json& r) {
     s << fmt("%.0f msgs/s", num(r, "msgs_per_s")) << fmt(", p50 %.1f us", num(r, "p50_us"))
       << fmt(", p99 %.1f us", num(r, "p99_us")) << " (" << r["conns"] << " conns x " << r["size"] << " B, "
       << r["duration_s"] << " s)";
+    if (r.contains("server_cpu_us_per_msg"))
+      s << fmt(", server CPU %.2f us/msg", num(r, "server_cpu_us_per_msg"));
   } else if (r.contains("mb_per_s")) {
     s << fmt("%.1f MB/s", num(r, "mb_per_s")) << fmt(" (%.0f MiB", num(r, "bytes") / (1 << 20)) << " over "
       << r["conns"] << " conns" << fmt(" in %.2f s)", num(r, "seconds"));

@@ -17,7 +17,7 @@
 #   BENCH_NODE=auto                      0: skip the Node.js `ws` baseline of ws_echo
 #   BENCH_NODE_DIR=build/bench-node      where `npm install --no-save ws` puts the package
 #   BENCH_FILE_BYTES=1G                  files: size of the file uploaded and downloaded
-#   BENCH_SCENARIOS="raw_pingpong framed_pingpong bulk idle chat_fanout command_true ws_echo ws_idle files"
+#   BENCH_SCENARIOS="raw_pingpong framed_pingpong bulk idle framed_idle chat_fanout command_true ws_echo ws_idle files"
 #   BENCH_SERVER_CPUS= BENCH_CLIENT_CPUS=  taskset CPU lists to pin servers / generator
 #   BENCH_COSERVE_ARGS=                  extra coserve flags, e.g. "--set some.key=value"
 #   BENCH_BUILD=1                        0: use the binaries as they are
@@ -47,7 +47,7 @@ CHAT_SENDERS=${BENCH_CHAT_SENDERS:-4}
 COMMAND_RUNS=${BENCH_COMMAND_RUNS:-1000}
 WS_IDLE_CONNS=${BENCH_WS_IDLE_CONNS:-$IDLE_CONNS}
 FILE_BYTES=${BENCH_FILE_BYTES:-1G}
-SCENARIOS=${BENCH_SCENARIOS:-raw_pingpong framed_pingpong bulk idle chat_fanout command_true ws_echo ws_idle files}
+SCENARIOS=${BENCH_SCENARIOS:-raw_pingpong framed_pingpong bulk idle framed_idle chat_fanout command_true ws_echo ws_idle files}
 BIN_DIR=${BENCH_BIN_DIR:-$root/build/release/bin}
 OUT_DIR=${BENCH_OUT:-$root/build/bench}
 NODE_DIR=${BENCH_NODE_DIR:-$root/build/bench-node}
@@ -288,18 +288,20 @@ scenario_raw_pingpong() {
   local echo_tcp
   echo_tcp=$(coserve_addr echo_tcp)
   # shellcheck disable=SC2046
-  run_bench epoll-raw raw-pingpong "$epoll_addr" $(pingpong_args)
+  run_bench epoll-raw raw-pingpong "$epoll_addr" $(pingpong_args) --server-pid "$epoll_pid"
   # shellcheck disable=SC2046
-  run_bench coserve-raw raw-pingpong "$echo_tcp" $(pingpong_args)
+  run_bench coserve-raw raw-pingpong "$echo_tcp" $(pingpong_args) --server-pid "$coserve_pid"
   add_check "raw echo ping-pong, coserve / epoll|coserve-raw/epoll-raw:msgs_per_s>=0.90"
+  add_check "server CPU per round trip, coserve raw / epoll (lower is better)|coserve-raw/epoll-raw:server_cpu_us_per_msg"
 }
 
 scenario_framed_pingpong() {
   local framed
   framed=$(coserve_addr framed)
   # shellcheck disable=SC2046
-  run_bench coserve-framed framed-pingpong "$framed" $(pingpong_args)
+  run_bench coserve-framed framed-pingpong "$framed" $(pingpong_args) --server-pid "$coserve_pid"
   add_check "framed echo / raw echo (coserve)|coserve-framed/coserve-raw:msgs_per_s>=0.75"
+  add_check "server CPU per round trip, framed / raw (lower is better)|coserve-framed/coserve-raw:server_cpu_us_per_msg"
 }
 
 scenario_bulk() {
@@ -323,6 +325,19 @@ scenario_idle() {
   start_epoll
   run_bench epoll-idle idle "$epoll_addr" --conns "$IDLE_CONNS" --hold "$IDLE_HOLD" --server-pid "$epoll_pid"
   add_check "idle connection, coserve KiB RSS each|coserve-idle:kib_per_conn<=10"
+}
+
+# Idle framed sessions on a fresh coserve: each connection answers one core.ping first, so it
+# holds a whole Session (reader, watchdog, state), not only a raw echo.
+scenario_framed_idle() {
+  local framed
+  stop_coserve
+  start_coserve
+  wait_rss_settled "$coserve_pid"
+  framed=$(coserve_addr framed)
+  run_bench coserve-framed-idle framed-idle "$framed" --conns "$IDLE_CONNS" --hold "$IDLE_HOLD" \
+    --server-pid "$coserve_pid"
+  add_check "idle framed session, coserve KiB RSS each|coserve-framed-idle:kib_per_conn<=10"
 }
 
 # Chat fan-out: CHAT_MEMBERS members in one room, CHAT_SENDERS of them sending CHAT_RATE
@@ -359,16 +374,17 @@ scenario_ws_echo() {
   local http
   http=$(coserve_addr http)
   # shellcheck disable=SC2046
-  run_bench coserve-ws ws-echo "$http" $(pingpong_args)
+  run_bench coserve-ws ws-echo "$http" $(pingpong_args) --server-pid "$coserve_pid"
   start_port_server beast-ws-echo "$BIN_DIR/beast-ws-echo" 0
   # shellcheck disable=SC2046
-  run_bench beast-ws ws-echo "$server_addr" $(pingpong_args)
+  run_bench beast-ws ws-echo "$server_addr" $(pingpong_args) --server-pid "$server_pid"
   stop_pid "$server_pid"
   add_check "WebSocket echo, coserve / Beast|coserve-ws/beast-ws:msgs_per_s>=1.2"
+  add_check "server CPU per round trip, coserve / Beast (lower is better)|coserve-ws/beast-ws:server_cpu_us_per_msg"
   if node_ws_ready; then
     start_port_server node-ws env NODE_PATH="$NODE_DIR/node_modules" node "$root/bench/ws_echo_server.js" 0
     # shellcheck disable=SC2046
-    run_bench node-ws ws-echo "$server_addr" $(pingpong_args)
+    run_bench node-ws ws-echo "$server_addr" $(pingpong_args) --server-pid "$server_pid"
     stop_pid "$server_pid"
     add_check "WebSocket echo, coserve / Node.js ws|coserve-ws/node-ws:msgs_per_s>=1.2"
   fi
