@@ -174,7 +174,7 @@ awaitable<void> Session::write_loop() {
       queue_.clear();
       queue_head_ = 0;
       transport_->close();
-      co_return;
+      continue;  // the top of the loop ends the writer
     }
   }
 }
