@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <memory>
 
 #include <openssl/evp.h>
@@ -61,31 +62,69 @@ std::string lower(std::string text) {
   return text;
 }
 
+// Incremental SHA-256 (OpenSSL EVP); not thread-safe, used by one pool job at a time.
+class Sha256 {
+ public:
+  Sha256() : ctx_(EVP_MD_CTX_new(), EVP_MD_CTX_free) {
+    if (!ctx_ || EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr) != 1)
+      throw local_error("SHA-256 is not available");
+  }
+  void update(const char* data, std::size_t n) { EVP_DigestUpdate(ctx_.get(), data, n); }
+  std::string hex_final() {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int length = 0;
+    EVP_DigestFinal_ex(ctx_.get(), digest, &length);
+    static const char* const hex = "0123456789abcdef";
+    std::string out;
+    for (unsigned int i = 0; i < length; ++i) {
+      out += hex[digest[i] >> 4];
+      out += hex[digest[i] & 15];
+    }
+    return out;
+  }
+
+ private:
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx_;
+};
+
+// Hashes [0, length) of `fd` (to the end when length is npos). The buffer is small on purpose:
+// 64 KiB stays in the core's cache between the copy out of the page cache and the hash, which
+// makes hashing a file ~30 % cheaper than with a 1 MiB buffer (measured: 0.84 vs 1.17 CPU s/GiB;
+// 128 KiB was as good in some runs, as bad in others).
+void hash_fd(int fd, std::uint64_t length, Sha256& sha, const std::string& path) {
+  constexpr std::size_t kBuffer = 64 * 1024;
+  auto buffer = std::make_unique_for_overwrite<char[]>(kBuffer);
+  std::uint64_t done = 0;
+  while (done < length) {
+    const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(kBuffer, length - done));
+    ssize_t n = ::pread(fd, buffer.get(), want, static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw local_error(errno_text("cannot read", path));
+    if (n == 0) {
+      if (length == std::numeric_limits<std::uint64_t>::max()) break;
+      throw local_error("'" + path + "' shrank while it was being hashed");
+    }
+    sha.update(buffer.get(), static_cast<std::size_t>(n));
+    done += static_cast<std::uint64_t>(n);
+  }
+}
+
+// A download in progress: the partial file and the SHA-256 of everything written to it so far.
+// Shared with the pool's jobs, which run one at a time (the CLI's pool has one thread and each
+// job is awaited before the next is posted).
+struct Download {
+  explicit Download(const std::string& path) : file(path, O_RDWR | O_CREAT) {}
+  File file;
+  Sha256 sha;
+};
+
 }  // namespace
 
 std::string sha256_file(const std::string& path) {
   File file(path, O_RDONLY);
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1)
-    throw local_error("SHA-256 is not available");
-  std::string buffer(1 << 20, '\0');
-  for (;;) {
-    ssize_t n = ::read(file.fd(), buffer.data(), buffer.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw local_error(errno_text("cannot read", path));
-    if (n == 0) break;
-    EVP_DigestUpdate(ctx.get(), buffer.data(), static_cast<std::size_t>(n));
-  }
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  EVP_DigestFinal_ex(ctx.get(), digest, &length);
-  static const char* const hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < length; ++i) {
-    out += hex[digest[i] >> 4];
-    out += hex[digest[i] & 15];
-  }
-  return out;
+  Sha256 sha;
+  hash_fd(file.fd(), std::numeric_limits<std::uint64_t>::max(), sha, path);
+  return sha.hex_final();
 }
 
 awaitable<void> put_file(Env env, std::string local, std::string remote, bool overwrite) {
@@ -234,11 +273,24 @@ awaitable<void> get_file(Env env, std::string remote, std::string local) {
     auto existing = fs::file_size(part, ec);
     if (!ec) offset = existing;
   }
-  auto file = std::make_shared<File>(part.string(), O_WRONLY | O_CREAT);
+  auto download = std::make_shared<Download>(part.string());
   if (offset > size) {  // the remote file changed since: start over
-    if (::ftruncate(file->fd(), 0) != 0)
+    if (::ftruncate(download->file.fd(), 0) != 0)
       throw local_error(errno_text("cannot truncate", part.string()));
     offset = 0;
+  }
+  if (offset > 0) {
+    // The digest covers the whole file: what an earlier run left, then every chunk as written.
+    auto hash_partial = [download, offset, p = part.string()] {
+      hash_fd(download->file.fd(), offset, download->sha, p);
+    };
+    std::string unreadable;
+    try {
+      co_await offload(env.pool, std::move(hash_partial));
+    } catch (const Failure& f) {
+      unreadable = f.what();
+    }
+    if (!unreadable.empty()) throw local_error(unreadable);
   }
   Connection* conn = &env.conn;
   Interrupt interrupt(co_await asio::this_coro::executor, [conn] { conn->close(); });
@@ -278,15 +330,17 @@ awaitable<void> get_file(Env env, std::string remote, std::string local) {
                                          ", expected " + std::to_string(position));
     }
     const auto n = frame.body.size();
-    auto write_chunk = [file, at = position, body = std::move(frame.body), part] {
+    // Writes and hashes in one job, so the file is not read again at the end.
+    auto write_chunk = [download, at = position, body = std::move(frame.body), part] {
       std::size_t done = 0;
       while (done < body.size()) {
-        ssize_t w = ::pwrite(file->fd(), body.data() + done, body.size() - done,
+        ssize_t w = ::pwrite(download->file.fd(), body.data() + done, body.size() - done,
                              static_cast<off_t>(at + done));
         if (w < 0 && errno == EINTR) continue;
         if (w < 0) throw local_error(errno_text("cannot write", part.string()));
         done += static_cast<std::size_t>(w);
       }
+      download->sha.update(body.data(), body.size());
     };
     std::string write_error;
     try {
@@ -311,9 +365,9 @@ awaitable<void> get_file(Env env, std::string remote, std::string local) {
                                        std::to_string(final_size) + " bytes");
   }
   progress.finish();
-  auto sync_and_hash = [file, p = part.string()] {
-    ::fsync(file->fd());
-    return sha256_file(p);
+  auto sync_and_hash = [download] {
+    ::fsync(download->file.fd());
+    return download->sha.hex_final();
   };
   const std::string actual = co_await offload(env.pool, std::move(sync_and_hash));
   const std::string expected = lower(reply.value("sha256", ""));

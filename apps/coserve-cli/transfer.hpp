@@ -3,9 +3,10 @@
 //
 // put: hashes the local file, asks the server to `put` it; the first credit event says where
 // the server's partial ends (0 for a new upload), the rest is sent within the credit window.
-// get: downloads into `.NAME.part` beside the target, asking for `offset` = the partial's size,
-// then hashes the whole partial, compares it with the server's SHA-256 and renames it into
-// place. A mismatch discards the partial and fails with `checksum_mismatch`.
+// get: downloads into `.NAME.part` beside the target, asking for `offset` = the partial's size;
+// hashes the partial's existing bytes first and every chunk as it is written (the file is not
+// read again), compares with the server's SHA-256 and renames it into place. A mismatch
+// discards the partial and fails with `checksum_mismatch`.
 // Ctrl-C (or a lost connection) leaves both partials in place: the same command resumes.
 #include <string>
 

@@ -63,6 +63,7 @@ class FileReader {
   std::string read(std::size_t max_bytes);
   std::uint64_t size() const noexcept { return size_; }
   std::uint64_t position() const noexcept { return position_; }
+  int fd() const noexcept { return fd_.get(); }
   Digest finish();
   // True when the digest comes from the attribute a verified upload left (no hashing).
   bool digest_cached() const noexcept { return !cached_sha256_.empty(); }

@@ -286,7 +286,9 @@ awaitable<Outcome> FilesService::get(Call& call) {
     auto chunk = co_await offload(runtime_.blocking(), std::move(read_chunk));
     if (chunk.empty()) break;
     bytes_downloaded_.inc(chunk.size());
-    // emit waits while the connection's out-queue is full: the client's reading paces us.
+    // emit waits while the connection's out-queue is full: the client's reading paces us. No
+    // read-ahead: that queue (4 MiB) already hides the pread, and reading the next chunk during
+    // the emit measured no faster and no cheaper (server CPU 0.63 s/GiB with it, 0.55 without).
     json fields = {{"offset", at}};  // a named value: GCC 12 mis-compiles braced JSON in co_await
     co_await call.emit("data", std::move(fields), std::move(chunk));
   }
