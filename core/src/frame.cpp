@@ -136,7 +136,7 @@ std::span<char> FrameDecoder::prepare(std::size_t min_size) {
     std::size_t unread = end_ - begin_;
     if (capacity_ - unread >= min_size) {
       // Compact: the unread bytes fit with the room asked for.
-      std::memmove(buffer_.get(), buffer_.get() + begin_, unread);
+      if (unread > 0) std::memmove(buffer_.get(), buffer_.get() + begin_, unread);
     } else {
       auto bigger = std::make_unique_for_overwrite<char[]>(unread + min_size);
       if (unread > 0) std::memcpy(bigger.get(), buffer_.get() + begin_, unread);
@@ -150,6 +150,7 @@ std::span<char> FrameDecoder::prepare(std::size_t min_size) {
 }
 
 void FrameDecoder::feed(std::string_view bytes) {
+  if (bytes.empty()) return;  // memcpy must not see the null buffer of an empty decoder
   auto space = prepare(bytes.size());
   std::memcpy(space.data(), bytes.data(), bytes.size());
   commit(bytes.size());
