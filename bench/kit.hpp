@@ -180,7 +180,6 @@ inline awaitable<ConnResult> bounded(Body body, Clock::time_point hard_end) {
 
 // Runs one ping-pong coroutine per connection for the warm-up and measured window;
 // session(ep, window, size, result) counts and times the round trips inside the window.
-template <class Session>
 // CPU seconds (user + system) the process has used so far; -1 when it cannot be read.
 inline double read_cpu_s(int pid) {
   if (pid <= 0) return -1;
@@ -198,6 +197,7 @@ inline double read_cpu_s(int pid) {
   return (utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
+template <class Session>
 inline Json run_pingpong(const Options& o, const char* scenario, Session session) {
   if (o.duration_s <= 0) throw std::runtime_error("--duration must be positive");
   auto ep = endpoint_of(o);
