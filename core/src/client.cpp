@@ -5,16 +5,19 @@
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/experimental/channel.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/write.hpp>
 
+#include "coserve/signal.hpp"
 #include "coserve/tls.hpp"
 
 namespace coserve {
 
-using Signal = asio::experimental::channel<void(error_code)>;
+// Bodies received but not yet taken by their reader. Past this the client stops reading the
+// socket, so a consumer slower than the network (a download written to a slow disk) holds the
+// server back instead of filling memory.
+constexpr std::size_t kInboxLimitBytes = 16 << 20;
 using TcpSocket = asio::ip::tcp::socket;
 using UnixSocket = asio::local::stream_protocol::socket;
 
@@ -23,11 +26,13 @@ struct Client::Pending {
   std::deque<Frame> frames;
   bool done = false;
   std::unique_ptr<Signal> wake;
+  std::weak_ptr<State> state;
+  ~Pending();
 };
 
 struct Client::State : std::enable_shared_from_this<Client::State> {
   explicit State(asio::any_io_executor ex, FrameLimits limits)
-      : executor(ex), decoder(limits), writer_wake(ex, 1), push_wake(ex, 1) {}
+      : executor(ex), decoder(limits), writer_wake(ex), push_wake(ex), inbox_space(ex) {}
   asio::any_io_executor executor;
   // Declared before `socket`: a TLS stream must not outlive its context.
   std::shared_ptr<asio::ssl::context> tls_context;
@@ -40,6 +45,13 @@ struct Client::State : std::enable_shared_from_this<Client::State> {
   Signal writer_wake;
   std::deque<Frame> pushes;
   Signal push_wake;
+  std::size_t inbox_bytes = 0;  // see kInboxLimitBytes
+  Signal inbox_space;
+
+  void taken(const Frame& frame) {
+    inbox_bytes -= frame.body.size();
+    inbox_space.notify();
+  }
 
   void closed() {
     open = false;
@@ -49,9 +61,10 @@ struct Client::State : std::enable_shared_from_this<Client::State> {
     pending.clear();
     asio::post(executor, [self = shared_from_this(), waiting = std::move(waiting)] {
       for (auto& [key, p] : waiting)
-        if (p->wake) p->wake->try_send(error_code{});
-      self->push_wake.try_send(error_code{});
-      self->writer_wake.try_send(error_code{});
+        if (p->wake) p->wake->notify();
+      self->push_wake.notify();
+      self->writer_wake.notify();
+      self->inbox_space.notify();
     });
   }
   void close_socket() {
@@ -69,6 +82,13 @@ struct Client::State : std::enable_shared_from_this<Client::State> {
     closed();
   }
 };
+
+Client::Pending::~Pending() {
+  // Frames nobody will read no longer hold the connection's reader back.
+  if (auto st = state.lock()) {
+    for (auto& frame : frames) st->taken(frame);
+  }
+}
 
 namespace {
 
@@ -96,7 +116,7 @@ awaitable<void> write_loop(std::shared_ptr<Client::State> st, Socket& socket) {
   std::vector<OutFrame> batch;
   while (st->open) {
     if (st->out.empty()) {
-      co_await st->writer_wake.async_receive(use_nothrow);
+      co_await st->writer_wake.wait();
       continue;
     }
     batch.assign(std::make_move_iterator(st->out.begin()), std::make_move_iterator(st->out.end()));
@@ -137,14 +157,17 @@ awaitable<void> read_loop(std::shared_ptr<Client::State> st, Socket& socket) {
           }
         }
       }
+      st->inbox_bytes += frame.body.size();
       if (p) {
         p->frames.push_back(std::move(frame));
-        if (p->wake) p->wake->try_send(error_code{});
+        if (p->wake) p->wake->notify();
       } else {
         st->pushes.push_back(std::move(frame));
-        st->push_wake.try_send(error_code{});
+        st->push_wake.notify();
       }
     }
+    while (st->open && st->inbox_bytes > kInboxLimitBytes) co_await st->inbox_space.wait();
+    if (!st->open) co_return;
     auto space = st->decoder.prepare(64 * 1024);
     auto [ec, n] = co_await socket.async_read_some(asio::buffer(space.data(), space.size()),
                                                    use_nothrow);
@@ -220,13 +243,14 @@ awaitable<void> Client::connect_unix(const std::string& path) {
 
 void Client::send_frame(OutFrame frame) {
   state_->out.push_back(std::move(frame));
-  state_->writer_wake.try_send(error_code{});
+  state_->writer_wake.notify();
 }
 
 Client::Stream Client::open(json request, std::string body) {
   if (!request.contains("id")) request["id"] = state_->next_id++;
   auto pending = std::make_shared<Pending>();
   pending->id = request["id"];
+  pending->state = state_;
   if (state_->open) state_->pending[pending->id.dump()] = pending;
   send_frame(encode_frame(request, std::move(body)));
   Stream stream;
@@ -248,10 +272,11 @@ awaitable<Frame> Client::next_push() {
     if (!state_->pushes.empty()) {
       Frame f = std::move(state_->pushes.front());
       state_->pushes.pop_front();
+      state_->taken(f);
       co_return f;
     }
     if (!state_->open) throw boost::system::system_error(asio::error::eof, "connection closed");
-    co_await state_->push_wake.async_receive(use_nothrow);
+    co_await state_->push_wake.wait();
   }
 }
 
@@ -264,19 +289,20 @@ awaitable<Frame> Client::Stream::next() {
     if (!pending_->frames.empty()) {
       Frame f = std::move(pending_->frames.front());
       pending_->frames.pop_front();
+      state_->taken(f);
       co_return f;
     }
     if (pending_->done || !state_->open)
       throw boost::system::system_error(asio::error::eof, "connection closed before the reply");
-    if (!pending_->wake) pending_->wake = std::make_unique<Signal>(state_->executor, 1);
-    co_await pending_->wake->async_receive(use_nothrow);
+    if (!pending_->wake) pending_->wake = std::make_unique<Signal>(state_->executor);
+    co_await pending_->wake->wait();
   }
 }
 
 void Client::Stream::send(json fields, std::string body) {
   fields["id"] = pending_->id;
   state_->out.push_back(encode_frame(fields, std::move(body)));
-  state_->writer_wake.try_send(error_code{});
+  state_->writer_wake.notify();
 }
 
 std::optional<std::string> error_code_of(const Frame& reply) {

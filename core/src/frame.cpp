@@ -131,6 +131,8 @@ DecodeResult decode_json_only(std::string_view text, const FrameLimits& limits) 
 }
 
 std::span<char> FrameDecoder::prepare(std::size_t min_size) {
+  if (pending_receiving())
+    return {pending_->body.data() + pending_filled_, pending_->body.size() - pending_filled_};
   if (begin_ == end_) begin_ = end_ = 0;
   if (capacity_ - end_ < min_size) {
     std::size_t unread = end_ - begin_;
@@ -138,10 +140,12 @@ std::span<char> FrameDecoder::prepare(std::size_t min_size) {
       // Compact: the unread bytes fit with the room asked for.
       if (unread > 0) std::memmove(buffer_.get(), buffer_.get() + begin_, unread);
     } else {
-      auto bigger = std::make_unique_for_overwrite<char[]>(unread + min_size);
+      // Doubling keeps the copies of a growing frame linear in its size.
+      const std::size_t capacity = std::max(unread + min_size, capacity_ * 2);
+      auto bigger = std::make_unique_for_overwrite<char[]>(capacity);
       if (unread > 0) std::memcpy(bigger.get(), buffer_.get() + begin_, unread);
       buffer_ = std::move(bigger);
-      capacity_ = unread + min_size;
+      capacity_ = capacity;
     }
     begin_ = 0;
     end_ = unread;
@@ -149,11 +153,20 @@ std::span<char> FrameDecoder::prepare(std::size_t min_size) {
   return {buffer_.get() + end_, capacity_ - end_};
 }
 
+void FrameDecoder::commit(std::size_t n) noexcept {
+  if (pending_receiving()) pending_filled_ += n;
+  else end_ += n;
+}
+
 void FrameDecoder::feed(std::string_view bytes) {
-  if (bytes.empty()) return;  // memcpy must not see the null buffer of an empty decoder
-  auto space = prepare(bytes.size());
-  std::memcpy(space.data(), bytes.data(), bytes.size());
-  commit(bytes.size());
+  // A large body takes only its own bytes; what follows it goes to the buffer.
+  while (!bytes.empty()) {  // memcpy must not see the null buffer of an empty decoder
+    auto space = prepare(bytes.size());
+    const auto n = std::min(space.size(), bytes.size());
+    std::memcpy(space.data(), bytes.data(), n);
+    commit(n);
+    bytes.remove_prefix(n);
+  }
 }
 
 void FrameDecoder::shrink(std::size_t keep) noexcept {
@@ -164,6 +177,13 @@ void FrameDecoder::shrink(std::size_t keep) noexcept {
 }
 
 std::optional<DecodeResult> FrameDecoder::next() {
+  if (pending_) {
+    if (pending_receiving()) return std::nullopt;
+    Frame frame = std::move(*pending_);
+    pending_.reset();
+    pending_filled_ = 0;
+    return frame;
+  }
   if (skip_ > 0) {
     auto n = static_cast<std::size_t>(std::min<std::uint64_t>(skip_, end_ - begin_));
     begin_ += n;
@@ -198,6 +218,24 @@ std::optional<DecodeResult> FrameDecoder::next() {
   }
   std::size_t total = kFrameHeaderSize + json_len + body_len;
   if (end_ - begin_ < total) {
+    // Below this a body is copied out of the buffer like the rest; from it on the body is read
+    // straight into the frame, so a bulk transfer's bytes are copied once, by the kernel.
+    constexpr std::size_t kInPlaceBody = 32 * 1024;
+    if (body_len < kInPlaceBody) return std::nullopt;
+    auto head = parse_head(text);
+    if (auto* err = std::get_if<DecodeError>(&head)) {
+      // The stream stays parseable: the body is discarded as it arrives.
+      begin_ += kFrameHeaderSize + json_len;
+      skip_ = body_len;
+      return std::move(*err);
+    }
+    const std::size_t have = end_ - begin_ - kFrameHeaderSize - json_len;
+    pending_.emplace();
+    pending_->head = std::move(std::get<json>(head));
+    pending_->body.resize(body_len);
+    std::memcpy(pending_->body.data(), p + kFrameHeaderSize + json_len, have);
+    pending_filled_ = have;
+    begin_ = end_;
     return std::nullopt;
   }
   auto head = parse_head(text);

@@ -64,6 +64,40 @@ TEST_CASE("every split of a two-frame stream decodes to the same frames") {
   }
 }
 
+TEST_CASE("a large body is read in place, whatever the splits and reads around it") {
+  // 40 KiB is over the size from which the decoder reads a body straight into the frame.
+  std::string big(40 * 1024, '\0');
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7 + 3);
+  std::string stream = wire(encode_frame({{"id", 1}}, "small")) +
+                       wire(encode_frame({{"id", 2}, {"event", "data"}}, big)) +
+                       raw_frame("{not json", big) + wire(encode_frame({{"id", 4}}, "after"));
+  for (std::size_t step : {1u, 7u, 4096u, 65536u, 1u << 20}) {
+    FrameDecoder d;
+    std::vector<DecodeResult> got;
+    for (std::size_t at = 0; at < stream.size(); at += step) {
+      // The way a transport reads: into whatever prepare() offers, never more than it offers.
+      std::string_view rest = std::string_view(stream).substr(at, step);
+      while (!rest.empty()) {
+        auto space = d.prepare(rest.size());
+        auto n = std::min(space.size(), rest.size());
+        std::copy_n(rest.data(), n, space.data());
+        d.commit(n);
+        rest.remove_prefix(n);
+        for (auto& r : drain(d)) got.push_back(std::move(r));
+      }
+    }
+    INFO("read size " << step);
+    REQUIRE(got.size() == 4);
+    CHECK(std::get<Frame>(got[0]).body == "small");
+    CHECK(std::get<Frame>(got[1]).head["event"] == "data");
+    CHECK(std::get<Frame>(got[1]).body == big);
+    CHECK(std::get<DecodeError>(got[2]).code == errc::bad_frame);
+    CHECK_FALSE(std::get<DecodeError>(got[2]).fatal);
+    CHECK(std::get<Frame>(got[3]).body == "after");
+    CHECK(d.idle());
+  }
+}
+
 TEST_CASE("one byte at a time") {
   std::string stream = wire(encode_frame({{"id", "s"}, {"text", "héllo"}}, "abc"));
   FrameDecoder d;

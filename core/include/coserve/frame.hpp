@@ -76,15 +76,19 @@ class FrameDecoder {
  public:
   explicit FrameDecoder(FrameLimits limits = {}) : limits_(limits) {}
 
-  // Space for at least `min_size` bytes to read into; call commit() with what was read.
+  // Space to read into, at least `min_size` bytes unless a large body is being received: then
+  // it is the rest of that body, read straight into the frame (no copy, however large). Call
+  // commit() with what was read.
   std::span<char> prepare(std::size_t min_size);
-  void commit(std::size_t n) noexcept { end_ += n; }
+  void commit(std::size_t n) noexcept;
   void feed(std::string_view bytes);
 
   // The next frame or error, or nullopt when more bytes are needed.
   std::optional<DecodeResult> next();
 
   std::size_t buffered() const noexcept { return end_ - begin_; }
+  // True when no frame is partly received: a reader may wait holding no buffer.
+  bool idle() const noexcept { return !pending_ && begin_ == end_; }
   // Releases the buffer when nothing is buffered and it has grown past `keep` bytes (0: always).
   // Never call it while a read into prepare()'s span is pending.
   void shrink(std::size_t keep) noexcept;
@@ -96,6 +100,12 @@ class FrameDecoder {
   std::size_t begin_ = 0;
   std::size_t end_ = 0;
   std::uint64_t skip_ = 0;  // bytes of an oversized body still to discard
+  // A frame whose large body is read in place (see prepare), and how much of it has arrived.
+  std::optional<Frame> pending_;
+  std::size_t pending_filled_ = 0;
+  bool pending_receiving() const noexcept {
+    return pending_ && pending_filled_ < pending_->body.size();
+  }
 };
 
 }  // namespace coserve

@@ -50,7 +50,7 @@ class StreamTransport final : public Transport {
       std::size_t n = 0;
       bool done = false;
       if constexpr (kPlainSocket) {
-        if (decoder_.buffered() == 0) {
+        if (decoder_.idle()) {
           // Nothing half-read: wait for data holding no buffer, so an idle connection costs
           // little, then take what arrived without blocking.
           decoder_.shrink(0);
@@ -64,7 +64,7 @@ class StreamTransport final : public Transport {
       }
       if (!done) {
         // A frame is streaming in: larger reads.
-        auto space = decoder_.prepare(decoder_.buffered() ? 64 * 1024 : 4096);
+        auto space = decoder_.prepare(decoder_.idle() ? 4096 : 64 * 1024);
         std::tie(ec, n) = co_await socket_.async_read_some(
             asio::buffer(space.data(), space.size()), use_nothrow);
       }
