@@ -62,12 +62,10 @@ bool plain_key(std::string_view key) noexcept {
   });
 }
 
-}  // namespace
-
-OutFrame encode_tagged(const json& id, std::string_view tag, const json& tag_value,
-                       const json& fields, std::string body) {
-  auto frame = std::make_shared<EncodedFrame>();
-  std::string& out = frame->head;
+// The head of a tagged frame (see encode_tagged) whose body is `body_len` bytes.
+std::string tagged_head(const json& id, std::string_view tag, const json& tag_value,
+                        const json& fields, std::size_t body_len) {
+  std::string out;
   out.reserve(128);
   out.assign(kFrameHeaderSize, '\0');
   // nlohmann's serializer appends straight to the frame: no temporary text, no merged object.
@@ -100,8 +98,25 @@ OutFrame encode_tagged(const json& id, std::string_view tag, const json& tag_val
   out += '}';
   std::size_t json_len = out.size() - kFrameHeaderSize;
   write_be32(out.data(), static_cast<std::uint32_t>(json_len));
-  write_be32(out.data() + 4, static_cast<std::uint32_t>(body.size()));
+  write_be32(out.data() + 4, static_cast<std::uint32_t>(body_len));
+  return out;
+}
+
+}  // namespace
+
+OutFrame encode_tagged(const json& id, std::string_view tag, const json& tag_value,
+                       const json& fields, std::string body) {
+  auto frame = std::make_shared<EncodedFrame>();
+  frame->head = tagged_head(id, tag, tag_value, fields, body.size());
   frame->body = std::move(body);
+  return frame;
+}
+
+OutFrame encode_tagged(const json& id, std::string_view tag, const json& tag_value,
+                       const json& fields, FileSlice file) {
+  auto frame = std::make_shared<EncodedFrame>();
+  frame->head = tagged_head(id, tag, tag_value, fields, file.length);
+  frame->file = std::move(file);
   return frame;
 }
 

@@ -217,7 +217,8 @@ void Session::close() { transport_->close(); }
 
 void Session::push(OutFrame frame) {
   if (queue_closed_ || write_failed_) return;
-  if (queue_head_ == queue_.size() && !write_started_ && frame->size() <= kDirectWriteMax) {
+  if (queue_head_ == queue_.size() && !write_started_ && frame->size() <= kDirectWriteMax &&
+      frame->file.length == 0) {
     // The writer is idle: a reply the socket has room for goes out now, without the hop to the
     // writer coroutine. Whatever does not fit is queued and the writer finishes it, in order.
     std::size_t written = transport_->try_write(*frame);
@@ -411,6 +412,15 @@ awaitable<void> Call::emit(std::string_view event, json fields, std::string body
   auto frame = encode_tagged(state_->id, "event", event, fields, std::move(body));
   co_await session_.push_wait(std::move(frame));
 }
+
+awaitable<void> Call::emit(std::string_view event, json fields, FileSlice file) {
+  if (!can_send_file()) throw std::logic_error("emit with a file on a connection without sendfile");
+  if (cancelled()) throw Error(errc::cancelled, "cancelled");
+  auto frame = encode_tagged(state_->id, "event", event, fields, std::move(file));
+  co_await session_.push_wait(std::move(frame));
+}
+
+bool Call::can_send_file() const noexcept { return session_.transport_->sends_files(); }
 
 awaitable<std::optional<Frame>> Call::receive() {
   for (;;) {

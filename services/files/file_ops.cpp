@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>  // renameat2
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -301,6 +302,21 @@ std::string FileReader::read(std::size_t max_bytes) {
   return chunk;
 }
 
+std::size_t FileReader::prepare_slice(std::size_t max_bytes) {
+  const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(max_bytes, size_ - position_));
+  if (want == 0) return 0;
+  // MAP_POPULATE faults every page in, from the disk if need be, without copying anything out.
+  // Should it fail, sendfile reads the disk itself: slower for other sessions, still correct.
+  static const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  const std::uint64_t start = position_ - position_ % page;
+  const auto length = static_cast<std::size_t>(position_ + want - start);
+  void* mapped = ::mmap(nullptr, length, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd_.get(),
+                        static_cast<off_t>(start));
+  if (mapped != MAP_FAILED) ::munmap(mapped, length);
+  position_ += want;
+  return want;
+}
+
 Digest FileReader::finish() {
   // A file changed under a cached digest no longer matches it; the client's check catches that.
   return Digest{position_, cached_sha256_.empty() ? sha_.hex_final() : cached_sha256_};
@@ -389,7 +405,8 @@ PartialUpload::~PartialUpload() = default;  // claim_ releases the partial
 void PartialUpload::write(std::string_view data) {
   if (data.size() > size_ - offset_)
     throw Error(errc::bad_request, "more data than the announced size");
-  // (Writing and hashing in 64 KiB slices instead measured the same: 1.34–1.37 CPU s/GiB.)
+  // (Writing and hashing in 64 KiB slices instead measured the same: 1.34–1.37 CPU s/GiB; and
+  // writing and hashing on two pool threads at once no faster, with more thread hops.)
   write_all_at(fd_.get(), data, offset_, leaf_);
   sha_.update(data);
   offset_ += data.size();

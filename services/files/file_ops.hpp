@@ -61,6 +61,10 @@ class FileReader {
   FileReader(const Jail& jail, const std::string& path, std::uint64_t offset);
   // The next chunk of at most `max_bytes`; empty at the end.
   std::string read(std::size_t max_bytes);
+  // For sendfile instead of read(), only when digest_cached() (nothing to hash): moves past the
+  // next chunk of at most `max_bytes` and returns its length (0 at the end), after reading it
+  // into the page cache, so that the I/O thread's sendfile of it never waits for a disk.
+  std::size_t prepare_slice(std::size_t max_bytes);
   std::uint64_t size() const noexcept { return size_; }
   std::uint64_t position() const noexcept { return position_; }
   int fd() const noexcept { return fd_.get(); }

@@ -54,7 +54,7 @@ class UploadSlot {
 }  // namespace
 
 json FilesService::defaults() {
-  return {{"chunk_bytes", 256 * 1024},
+  return {{"chunk_bytes", 1024 * 1024},
           {"upload_window_bytes", 4 * 1024 * 1024},
           {"max_list_entries", 5000},
           {"partial_ttl_s", 24 * 3600},
@@ -67,8 +67,10 @@ FilesService::FilesService(ServiceContext& ctx)
       auth_(dynamic_cast<auth::AuthService*>(ctx.dispatcher.find("auth"))),
       resolver_mode_(ctx.settings.value("resolver", "auto") == "fallback" ? Jail::Mode::fallback
                                                                           : Jail::Mode::automatic),
-      // Chunks stay under the default frame body limit (1 MiB) of every client.
-      chunk_bytes_(std::clamp<std::size_t>(ctx.settings.value("chunk_bytes", 256 * 1024), 4096,
+      // At most the protocol's largest body (1 MiB), which every client accepts. The largest is
+      // the default: each chunk costs a hop to the blocking pool and back on both ends, and
+      // 1 MiB chunks made a 1 GiB get 25 % faster than 256 KiB ones (bench/README.md).
+      chunk_bytes_(std::clamp<std::size_t>(ctx.settings.value("chunk_bytes", 1024 * 1024), 4096,
                                            1024 * 1024)),
       // The window stays under the session's per-call inbox limit (8 MiB), so a client that
       // honours it is never cut off.
@@ -280,8 +282,21 @@ awaitable<Outcome> FilesService::get(Call& call) {
     return std::make_shared<FileReader>(*jail, path, offset);
   };
   auto reader = co_await offload(runtime_.blocking(), std::move(open_reader));
+  // A stored digest leaves nothing to hash: then, on a plain socket, the kernel sends the file
+  // (half the CPU of reading it into memory and writing it out).
+  const bool send_file = reader->digest_cached() && call.can_send_file();
   for (;;) {
     auto at = reader->position();
+    if (send_file) {
+      auto prepare = [reader, n = chunk_bytes_] { return reader->prepare_slice(n); };
+      const auto length = co_await offload(runtime_.blocking(), std::move(prepare));
+      if (length == 0) break;
+      bytes_downloaded_.inc(length);
+      json fields = {{"offset", at}};
+      FileSlice slice{reader, reader->fd(), at, length};
+      co_await call.emit("data", std::move(fields), std::move(slice));
+      continue;
+    }
     auto read_chunk = [reader, n = chunk_bytes_] { return reader->read(n); };
     auto chunk = co_await offload(runtime_.blocking(), std::move(read_chunk));
     if (chunk.empty()) break;

@@ -246,6 +246,39 @@ TEST_CASE("files: a large random file round-trips with equal SHA-256", "[files][
       120s);
 }
 
+TEST_CASE("files: get from any offset, whether the kernel sends the file or it is read and hashed",
+          "[files][integrity]") {
+  TempDir dir;
+  add_user(dir.path(), "alice", "pw");
+  // Small chunks: many data events, the last one short.
+  ServerProcess server({"--set", "services.files.chunk_bytes=65536"}, dir.path());
+  const std::string data = random_bytes(1000 * 1000 + 7, 7);
+  const std::string digest = sha256_hex(data);
+  run(
+      [&]() -> awaitable<void> {
+        auto c = co_await connect(server, "alice", "pw");
+        // Uploaded: its digest is stored, so a get over TCP is sent with sendfile.
+        auto put = co_await put_file(*c, "sent.bin", data);
+        REQUIRE(error_of(put.reply) == "ok");
+        // Copied in behind the server's back: no stored digest, so it is read and hashed.
+        {
+          std::ofstream out(dir.path() / "homes/alice/copied.bin", std::ios::binary);
+          out << data;
+        }
+        for (std::string path : {"sent.bin", "copied.bin"}) {
+          for (std::uint64_t offset : {0ull, 1ull, 4095ull, 65536ull, 999999ull, 1000007ull}) {
+            INFO(path << " from offset " << offset);
+            auto got = co_await get_file(*c, path, offset);
+            REQUIRE(error_of(got.reply) == "ok");
+            CHECK(got.reply.head["sha256"] == digest);
+            CHECK(got.reply.head["size"] == data.size());
+            CHECK(got.data == data.substr(offset));
+          }
+        }
+      }(),
+      60s);
+}
+
 TEST_CASE("files: a corrupted chunk gives checksum_mismatch and no target file",
           "[files][integrity]") {
   TempDir dir;

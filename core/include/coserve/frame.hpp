@@ -34,12 +34,23 @@ struct Frame {
   std::string body;
 };
 
+// A body the kernel copies from a file to the socket (sendfile) instead of one held in memory.
+// `owner` keeps `fd` open until the frame is written. Only a transport whose sends_files() is
+// true is given such a frame (Call::can_send_file).
+struct FileSlice {
+  std::shared_ptr<const void> owner;
+  int fd = -1;
+  std::uint64_t offset = 0;
+  std::size_t length = 0;  // 0: no file body
+};
+
 // An encoded frame ready for the wire, immutable and shared: a broadcast encodes once and hands
 // every recipient the same bytes.
 struct EncodedFrame {
   std::string head;  // 8-byte header + JSON text
-  std::string body;
-  std::size_t size() const noexcept { return head.size() + body.size(); }
+  std::string body;  // empty when the body is `file`
+  FileSlice file;
+  std::size_t size() const noexcept { return head.size() + body.size() + file.length; }
   std::string_view json_text() const noexcept {
     return std::string_view(head).substr(kFrameHeaderSize);
   }
@@ -53,6 +64,9 @@ OutFrame encode_frame(const json& head, std::string body = {});
 // path). Fields named "id" or `tag` are left out; `fields` must be an object or null.
 OutFrame encode_tagged(const json& id, std::string_view tag, const json& tag_value,
                        const json& fields, std::string body = {});
+// The same with the body sent from a file.
+OutFrame encode_tagged(const json& id, std::string_view tag, const json& tag_value,
+                       const json& fields, FileSlice file);
 
 // A frame the decoder could not deliver. `id` is the request id when it could be read (so the
 // error reply can name the request), null otherwise. `fatal` means the byte stream can no

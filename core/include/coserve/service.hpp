@@ -81,6 +81,10 @@ class Call {
   // Throws Error(cancelled) when the call was cancelled or the session is closing.
   awaitable<void> emit(std::string_view event, json fields = json::object(),
                        std::string body = {});
+  // The same with a body the kernel sends from a file; only when can_send_file().
+  awaitable<void> emit(std::string_view event, json fields, FileSlice file);
+  // True when this connection sends file bodies itself (plain TCP and Unix sockets).
+  bool can_send_file() const noexcept;
 
   // The next frame the client sent for this request (a frame with this id and no "service"),
   // for uploads and other client-to-server streams. nullopt when the session closes.

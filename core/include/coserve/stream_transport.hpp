@@ -1,5 +1,8 @@
 #pragma once
+#include <sys/sendfile.h>
+
 #include <array>
+#include <cerrno>
 #include <vector>
 
 #include <boost/asio/buffer.hpp>
@@ -75,17 +78,32 @@ class StreamTransport final : public Transport {
   }
 
   awaitable<error_code> write(std::span<const OutFrame> frames) override {
-    buffers_.clear();
-    for (auto& frame : frames) {
-      buffers_.push_back(asio::buffer(frame->head));
-      if (!frame->body.empty()) buffers_.push_back(asio::buffer(frame->body));
+    std::size_t next = 0;
+    while (next < frames.size()) {
+      // One gather write up to and including the head of the next frame whose body is a file.
+      buffers_.clear();
+      const FileSlice* file = nullptr;
+      while (next < frames.size() && !file) {
+        auto& frame = *frames[next++];
+        buffers_.push_back(asio::buffer(frame.head));
+        if (!frame.body.empty()) buffers_.push_back(asio::buffer(frame.body));
+        if (frame.file.length > 0) file = &frame.file;
+      }
+      auto [ec, n] = co_await asio::async_write(socket_, buffers_, use_nothrow);
+      metrics_.bytes_out.inc(n);
+      if (ec) co_return ec;
+      if (file) {
+        auto sent = co_await send_file(*file);
+        if (sent) co_return sent;
+      }
     }
-    auto [ec, n] = co_await asio::async_write(socket_, buffers_, use_nothrow);
-    metrics_.bytes_out.inc(n);
-    co_return ec;
+    co_return error_code{};
   }
 
+  bool sends_files() const override { return kPlainSocket; }
+
   std::size_t try_write(const EncodedFrame& frame) override {
+    if (frame.file.length > 0) return 0;  // the writer sends files
     if constexpr (kPlainSocket) {
       std::array<asio::const_buffer, 2> buffers{asio::buffer(frame.head),
                                                 asio::buffer(frame.body)};
@@ -119,6 +137,32 @@ class StreamTransport final : public Transport {
   }
 
  private:
+  // The kernel copies the file's pages to the socket. The sender made sure the range is in the
+  // page cache (FileReader::prepare_slice), so this does not wait for a disk.
+  awaitable<error_code> send_file(const FileSlice& file) {
+    if constexpr (kPlainSocket) {
+      auto offset = static_cast<off_t>(file.offset);
+      std::size_t left = file.length;
+      while (left > 0) {
+        ssize_t n = ::sendfile(socket_.native_handle(), file.fd, &offset, left);
+        if (n > 0) {
+          left -= static_cast<std::size_t>(n);
+          metrics_.bytes_out.inc(static_cast<std::size_t>(n));
+          continue;
+        }
+        // The file shrank: the frame's announced length can no longer be met.
+        if (n == 0) co_return asio::error::eof;
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN) co_return error_code(errno, asio::error::get_system_category());
+        auto [ec] = co_await socket_.async_wait(Socket::wait_write, use_nothrow);
+        if (ec) co_return ec;
+      }
+      co_return error_code{};
+    } else {
+      co_return asio::error::operation_not_supported;  // sends_files() is false
+    }
+  }
+
   Socket socket_;
   FrameDecoder decoder_;
   Metrics& metrics_;

@@ -30,6 +30,8 @@ class Transport {
   // The session calls it only while no write() is in flight, so a reply whose socket has room
   // goes out without waking the writer coroutine.
   virtual std::size_t try_write(const EncodedFrame&) { return 0; }
+  // True when write() takes frames whose body is a FileSlice (sent with sendfile).
+  virtual bool sends_files() const { return false; }
   // Closes the connection; pending reads and writes complete with an error.
   virtual void close() = 0;
   // Called by the session's watchdog every few seconds, so a transport with liveness rules of
