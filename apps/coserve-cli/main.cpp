@@ -10,6 +10,7 @@
 #include <boost/asio/thread_pool.hpp>
 #include <CLI/CLI.hpp>
 
+#include "coserve/runtime.hpp"
 #include "commands.hpp"
 #include "failure.hpp"
 #include "password.hpp"
@@ -31,6 +32,7 @@ std::string join_words(const std::vector<std::string>& words) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  coserve::tune_malloc_for_frames();
   CLI::App app{"coserve-cli: client for a coserve server.\n"
                "Without a subcommand on a terminal it starts an interactive shell."};
   std::string host = "127.0.0.1", port = "7070", user;

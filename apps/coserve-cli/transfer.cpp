@@ -121,54 +121,53 @@ struct Download {
 
 }  // namespace
 
-std::string sha256_file(const std::string& path) {
-  File file(path, O_RDONLY);
+
+namespace {
+
+// An upload in progress: the local file and the SHA-256 of everything read from it so far.
+// Shared with the pool's jobs, which run one at a time (each is awaited before the next).
+struct Upload {
+  explicit Upload(const std::string& path) : file(path, O_RDONLY) {}
+  File file;
   Sha256 sha;
-  hash_fd(file.fd(), std::numeric_limits<std::uint64_t>::max(), sha, path);
-  return sha.hex_final();
+};
+
+// Reads [offset, offset + n) and hashes it, in 64 KiB slices so each is hashed while cached.
+std::string read_and_hash(Upload& upload, std::uint64_t offset, std::size_t n,
+                          const std::string& path) {
+  constexpr std::size_t kSlice = 64 * 1024;
+  auto chunk = std::make_unique_for_overwrite<char[]>(n);
+  std::size_t got = 0;
+  while (got < n) {
+    ssize_t r = ::pread(upload.file.fd(), chunk.get() + got, std::min(kSlice, n - got),
+                        static_cast<off_t>(offset + got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) throw local_error(errno_text("cannot read", path));
+    if (r == 0) throw local_error("'" + path + "' shrank while it was being sent");
+    upload.sha.update(chunk.get() + got, static_cast<std::size_t>(r));
+    got += static_cast<std::size_t>(r);
+  }
+  return std::string(chunk.get(), n);
 }
 
-awaitable<void> put_file(Env env, std::string local, std::string remote, bool overwrite) {
-  struct stat st{};
-  if (::stat(local.c_str(), &st) != 0) throw local_error(errno_text("cannot read", local));
-  if (!S_ISREG(st.st_mode)) throw local_error("'" + local + "' is not a regular file");
-  const auto size = static_cast<std::uint64_t>(st.st_size);
+enum class PutResult { done, start_over };
 
-  if (remote.empty()) {
-    remote = base_name(local);
-  } else if (remote.back() == '/') {
-    remote += base_name(local);
-  } else {
-    // An existing remote directory receives the file under its own name, like cp.
-    json stat_request = {{"service", "files"}, {"op", "stat"}, {"path", remote}};
-    auto stream = env.conn.open_stream(std::move(stat_request));
-    auto reply = co_await Connection::next(stream);
-    if (!error_code_of(reply) && reply.head.value("type", "") == "dir")
-      remote += "/" + base_name(local);
-  }
-
-  // The server wants the digest before the first byte: hash the whole file first.
-  Progress progress(Progress::mode_for(env.quiet), "put " + base_name(local), size, 0);
-  progress.status("hashing " + local + " (" + human_size(size) + ") ...");
-  auto hash = [local] { return sha256_file(local); };
-  std::string sha256, unreadable;
-  try {
-    sha256 = co_await offload(env.pool, std::move(hash));
-  } catch (const Failure& f) {
-    unreadable = f.what();
-  }
-  progress.clear_status();
-  if (!unreadable.empty()) throw local_error(unreadable);
-  auto file = std::make_shared<File>(local, O_RDONLY);
-
-  json put = {{"service", "files"}, {"op", "put"},       {"path", remote},
-              {"size", size},       {"sha256", sha256}, {"overwrite", overwrite}};
+// One `put` of the whole file. The digest goes with the end event: the file is read once, and
+// hashed as it is sent. start_over: a resumed partial turned out to be of another file of the
+// same size (the server discarded it), so a new put starts from 0.
+awaitable<PutResult> put_once(Env env, const std::string& local, const std::string& remote,
+                              std::uint64_t size, bool overwrite) {
+  auto upload = std::make_shared<Upload>(local);
+  json put = {{"service", "files"}, {"op", "put"}, {"path", remote}, {"size", size},
+              {"overwrite", overwrite}};
   auto stream = env.conn.open_stream(std::move(put));
   Connection* conn = &env.conn;
   Interrupt interrupt(co_await asio::this_coro::executor, [conn] { conn->close(); });
+  Progress progress(Progress::mode_for(env.quiet), "put " + base_name(local), size, 0);
 
   bool started = false, end_sent = false;
   std::uint64_t sent = 0, granted = 0, resumed_from = 0;
+  std::string sha256;
   json reply;
   for (;;) {
     Frame frame;
@@ -188,6 +187,11 @@ awaitable<void> put_file(Env env, std::string local, std::string remote, bool ov
     }
     if (stream.done()) {
       if (error_code_of(frame)) progress.abandon();
+      if (resumed_from > 0 && error_code_of(frame) == "checksum_mismatch") {
+        progress.note("put: the server's partial " + remote +
+                      " was of another file; uploading it again from the start");
+        co_return PutResult::start_over;
+      }
       reply = Connection::checked(std::move(frame));  // throws the server's error
       break;
     }
@@ -195,6 +199,22 @@ awaitable<void> put_file(Env env, std::string local, std::string remote, bool ov
     if (!started) {
       started = true;
       sent = granted = resumed_from = frame.head.value("offset", std::uint64_t{0});
+      if (sent > 0) {
+        // The digest covers the whole file: first the part the server already has.
+        progress.status("hashing the " + human_size(sent) + " already uploaded ...");
+        auto hash_sent = [upload, sent, local] { hash_fd(upload->file.fd(), sent, upload->sha, local); };
+        std::string unreadable;
+        try {
+          co_await offload(env.pool, std::move(hash_sent));
+        } catch (const Failure& f) {
+          unreadable = f.what();
+        }
+        progress.clear_status();
+        if (!unreadable.empty()) {
+          env.conn.close();
+          throw local_error(unreadable);
+        }
+      }
       progress = Progress(Progress::mode_for(env.quiet), "put " + base_name(local), size, sent);
       if (frame.head.value("resumed", false))
         progress.note("put: resuming " + remote + " at " + human_size(sent) + " (offset " +
@@ -204,18 +224,8 @@ awaitable<void> put_file(Env env, std::string local, std::string remote, bool ov
     while (sent < granted && sent < size) {
       const auto n =
           static_cast<std::size_t>(std::min<std::uint64_t>(kChunk, std::min(granted, size) - sent));
-      auto read_chunk = [file, offset = sent, n, local] {
-        std::string chunk(n, '\0');
-        std::size_t got = 0;
-        while (got < n) {
-          ssize_t r = ::pread(file->fd(), chunk.data() + got, n - got,
-                              static_cast<off_t>(offset + got));
-          if (r < 0 && errno == EINTR) continue;
-          if (r < 0) throw local_error(errno_text("cannot read", local));
-          if (r == 0) throw local_error("'" + local + "' shrank while it was being sent");
-          got += static_cast<std::size_t>(r);
-        }
-        return chunk;
+      auto read_chunk = [upload, offset = sent, n, local] {
+        return read_and_hash(*upload, offset, n, local);
       };
       std::string chunk, read_error;
       try {
@@ -236,7 +246,8 @@ awaitable<void> put_file(Env env, std::string local, std::string remote, bool ov
     }
     if (sent == size && !end_sent) {
       end_sent = true;
-      json end = {{"event", "end"}};
+      sha256 = upload->sha.hex_final();
+      json end = {{"event", "end"}, {"sha256", sha256}};
       stream.send(std::move(end));
     }
   }
@@ -254,6 +265,33 @@ awaitable<void> put_file(Env env, std::string local, std::string remote, bool ov
     std::printf("%s\n", line.c_str());
     std::fflush(stdout);
   }
+  co_return PutResult::done;
+}
+
+}  // namespace
+
+awaitable<void> put_file(Env env, std::string local, std::string remote, bool overwrite) {
+  struct stat st{};
+  if (::stat(local.c_str(), &st) != 0) throw local_error(errno_text("cannot read", local));
+  if (!S_ISREG(st.st_mode)) throw local_error("'" + local + "' is not a regular file");
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+
+  if (remote.empty()) {
+    remote = base_name(local);
+  } else if (remote.back() == '/') {
+    remote += base_name(local);
+  } else {
+    // An existing remote directory receives the file under its own name, like cp.
+    json stat_request = {{"service", "files"}, {"op", "stat"}, {"path", remote}};
+    auto stream = env.conn.open_stream(std::move(stat_request));
+    auto reply = co_await Connection::next(stream);
+    if (!error_code_of(reply) && reply.head.value("type", "") == "dir")
+      remote += "/" + base_name(local);
+  }
+  auto result = co_await put_once(env, local, remote, size, overwrite);
+  if (result == PutResult::start_over) result = co_await put_once(env, local, remote, size, overwrite);
+  if (result == PutResult::start_over)
+    throw server_error("checksum_mismatch", "the upload of " + local + " did not verify twice");
 }
 
 awaitable<void> get_file(Env env, std::string remote, std::string local) {

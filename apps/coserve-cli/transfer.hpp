@@ -1,8 +1,11 @@
 #pragma once
 // put and get with SHA-256 verification, resume and progress (services/files/PROTOCOL.md).
 //
-// put: hashes the local file, asks the server to `put` it; the first credit event says where
-// the server's partial ends (0 for a new upload), the rest is sent within the credit window.
+// put: asks the server to `put` the file; the first credit event says where the server's
+// partial ends (0 for a new upload), the rest is sent within the credit window, hashed as it
+// is read, and the SHA-256 goes with the end event (on a resume the part already sent is hashed
+// first). A resumed partial that was of another file fails the check: the server discards it
+// and the put starts over once.
 // get: downloads into `.NAME.part` beside the target, asking for `offset` = the partial's size;
 // hashes the partial's existing bytes first and every chunk as it is written (the file is not
 // read again), compares with the server's SHA-256 and renames it into place. A mismatch
@@ -13,9 +16,6 @@
 #include "env.hpp"
 
 namespace coserve::cli {
-
-// Blocking: reads the whole file. Lowercase hex. Throws Failure (local) when unreadable.
-std::string sha256_file(const std::string& path);
 
 awaitable<void> put_file(Env env, std::string local, std::string remote, bool overwrite);
 awaitable<void> get_file(Env env, std::string remote, std::string local);

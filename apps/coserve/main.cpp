@@ -1,4 +1,5 @@
 // The coserve server: the built-in services on the core runtime.
+#include "coserve/runtime.hpp"
 #include "coserve/server.hpp"
 #include "auth/auth.hpp"
 #include "chat/chat.hpp"
@@ -8,6 +9,7 @@
 #include "web/web_service.hpp"
 
 int main(int argc, char** argv) {
+  coserve::tune_malloc_for_frames();
   if (argc > 1 && std::string_view(argv[1]) == "user")
     return coserve::auth::user_command(argc - 1, argv + 1);  // coserve user add|passwd|del|list
   coserve::Registry services;

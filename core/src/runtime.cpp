@@ -1,6 +1,17 @@
 #include "coserve/runtime.hpp"
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 namespace coserve {
+
+void tune_malloc_for_frames() {
+#if defined(__GLIBC__)
+  ::mallopt(M_MMAP_THRESHOLD, 4 << 20);
+  ::mallopt(M_TRIM_THRESHOLD, 32 << 20);
+#endif
+}
 
 Runtime::Runtime(std::size_t workers, std::size_t blocking_threads)
     : blocking_(blocking_threads == 0 ? 1 : blocking_threads) {

@@ -419,11 +419,13 @@ void PartialUpload::write(std::string_view data) {
 }
 
 PartialUpload::Result PartialUpload::finish(
+    const std::string& sha256_at_end,
     const std::function<bool(std::uint64_t replaced)>& may_replace) {
   Result result;
+  const std::string& expected = sha256_.empty() ? sha256_at_end : sha256_;
   if (::fsync(fd_.get()) != 0) throw_errno(errno, leaf_);
   result.actual_sha256 = sha_.hex_final();
-  if (result.actual_sha256 != sha256_) {
+  if (expected.empty() || result.actual_sha256 != expected) {
     result.freed = discard();
     return result;
   }
@@ -443,7 +445,7 @@ PartialUpload::Result PartialUpload::finish(
   // need not hash it again. Best effort: a file system without user xattrs just hashes.
   struct stat st {};
   if (::fstat(fd_.get(), &st) == 0) {
-    std::string value = sha256_ + " " + std::to_string(st.st_size) + " " +
+    std::string value = expected + " " + std::to_string(st.st_size) + " " +
                         std::to_string(mtime_ns(st));
     ::fsetxattr(fd_.get(), kDigestXattr, value.data(), value.size(), 0);
   }

@@ -110,7 +110,10 @@ class ActivePartials {
 
 // An upload in progress: a hidden partial file next to the target plus a small metadata file
 // (target name, size, sha256), both written so that a dropped connection or a crashed server
-// leaves something a later `put` of the same path, size and sha256 resumes from.
+// leaves something a later `put` of the same path, size and sha256 resumes from. The sha256 is
+// empty for an upload whose client sends the digest at the end (docs/protocol.md, `put`): such a
+// partial resumes for another digest-less put of the same path and size, and the digest at the
+// end catches a partial that was of another file.
 //
 //   dir/.coserve-partial.<key>.data   the bytes received so far (counts against the quota)
 //   dir/.coserve-partial.<key>.meta   {"name", "size", "sha256"} (does not)
@@ -146,8 +149,10 @@ class PartialUpload {
   // All bytes are in: fsync, check the digest, then rename into place and fsync the directory.
   // On a mismatch the partial is deleted and the target left untouched. Just before the rename,
   // `may_replace` (if given) is asked with the size of the regular file about to be replaced
-  // (0 if none); false keeps everything as it is (refused).
-  Result finish(const std::function<bool(std::uint64_t replaced)>& may_replace = {});
+  // (0 if none); false keeps everything as it is (refused). The digest checked is the one given
+  // at open, or else `sha256_at_end`.
+  Result finish(const std::string& sha256_at_end = {},
+                const std::function<bool(std::uint64_t replaced)>& may_replace = {});
   // Deletes the partial and its metadata (a fresh upload that was refused). Returns its bytes.
   std::uint64_t discard();
 

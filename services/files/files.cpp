@@ -23,6 +23,12 @@ struct FilesSession {
 
 namespace {
 
+std::string lower(std::string text) {
+  std::transform(text.begin(), text.end(), text.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return text;
+}
+
 json to_json(const EntryInfo& e) {
   return {{"name", e.name}, {"type", e.type}, {"size", e.size}, {"mtime", e.mtime}};
 }
@@ -316,10 +322,10 @@ awaitable<Outcome> FilesService::put(Call& call) {
   auto* s = co_await enter(call);
   auto path = path_field(call, *s, "path");
   auto size = call.get<std::uint64_t>("size");
-  auto sha256 = call.get<std::string>("sha256");
-  std::transform(sha256.begin(), sha256.end(), sha256.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  if (!is_sha256_hex(sha256))
+  // Given now, or else with the end event: then the client hashes as it sends instead of
+  // reading the whole file once before the first byte moves.
+  auto sha256 = lower(call.get_or<std::string>("sha256", ""));
+  if (!sha256.empty() && !is_sha256_hex(sha256))
     co_return Outcome::fail(errc::bad_request, "sha256 must be 64 hex digits");
   bool overwrite = call.get_or<bool>("overwrite", false);
   const std::string user = s->user;
@@ -393,14 +399,28 @@ awaitable<Outcome> FilesService::put(Call& call) {
         granted = next;
       }
     } else if (event == "end") {
+      auto given = frame->head.find("sha256");
+      if (given != frame->head.end() && !given->is_string())
+        co_return Outcome::fail(errc::bad_request, "sha256 must be 64 hex digits");
+      const std::string at_end =
+          given == frame->head.end() ? std::string() : lower(given->get<std::string>());
+      if (!at_end.empty() && !is_sha256_hex(at_end))
+        co_return Outcome::fail(errc::bad_request, "sha256 must be 64 hex digits");
+      if (!sha256.empty() && !at_end.empty() && at_end != sha256)
+        co_return Outcome::fail(errc::bad_request,
+                                "the end event's sha256 differs from the put request's");
+      const std::string expected = sha256.empty() ? at_end : sha256;
+      if (expected.empty())
+        co_return Outcome::fail(errc::bad_request,
+                                "the put request had no sha256, so the end event needs one");
       if (upload->offset() != size)
         co_return Outcome::fail(errc::bad_request, "end after " + std::to_string(upload->offset()) +
                                                        " of " + std::to_string(size) +
                                                        " bytes; a new put resumes it");
       // The credit holds only if the file it counted on is still the one replaced: otherwise
       // the result must fit the quota as it is now.
-      auto finish = [this, upload, user, limit, credited] {
-        return upload->finish([this, &user, limit, credited](std::uint64_t replaced) {
+      auto finish = [this, upload, user, limit, credited, expected] {
+        return upload->finish(expected, [this, &user, limit, credited](std::uint64_t replaced) {
           return replaced >= credited || ledger_.fits_after_removing(user, replaced, limit);
         });
       };
@@ -415,7 +435,7 @@ awaitable<Outcome> FilesService::put(Call& call) {
             errc::checksum_mismatch,
             "the data's SHA-256 is " + result.actual_sha256 + "; the upload was discarded");
       co_return Outcome::ok(
-          {{"path", path}, {"size", size}, {"sha256", sha256}, {"resumed_from", start}});
+          {{"path", path}, {"size", size}, {"sha256", expected}, {"resumed_from", start}});
     } else {
       co_return Outcome::fail(errc::bad_request,
                               "an upload frame needs \"event\": \"data\" or \"end\"");

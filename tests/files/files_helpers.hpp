@@ -87,6 +87,8 @@ struct PutOptions {
   std::optional<std::uint64_t> stop_at;     // stop sending here (and return once written)
   std::optional<std::uint64_t> corrupt_at;  // flip the byte at this offset when sending
   std::optional<std::string> claimed_sha256;
+  bool digest_at_end = false;  // no sha256 in the request; the end event carries it
+  std::optional<std::string> end_sha256;  // what the end event claims (default: the true one)
 
   PutOptions& chunked(std::size_t n) {
     chunk = n;
@@ -104,6 +106,11 @@ struct PutOptions {
     corrupt_at = n;
     return *this;
   }
+  PutOptions& hashing_at_end(std::optional<std::string> claimed = std::nullopt) {
+    digest_at_end = true;
+    end_sha256 = std::move(claimed);
+    return *this;
+  }
 };
 
 struct PutOutcome {
@@ -117,12 +124,14 @@ struct PutOutcome {
 inline awaitable<PutOutcome> put_file(Client& client, const std::string& path,
                                       const std::string& data, PutOptions options = {}) {
   PutOutcome out;
-  auto stream = client.open({{"service", "files"},
-                             {"op", "put"},
-                             {"path", path},
-                             {"size", data.size()},
-                             {"sha256", options.claimed_sha256.value_or(sha256_hex(data))},
-                             {"overwrite", options.overwrite}});
+  json request = {{"service", "files"},
+                  {"op", "put"},
+                  {"path", path},
+                  {"size", data.size()},
+                  {"overwrite", options.overwrite}};
+  if (!options.digest_at_end)
+    request["sha256"] = options.claimed_sha256.value_or(sha256_hex(data));
+  auto stream = client.open(std::move(request));
   auto first = co_await stream.next();
   if (stream.done()) {
     out.reply = std::move(first);
@@ -146,7 +155,10 @@ inline awaitable<PutOutcome> put_file(Client& client, const std::string& path,
       position += n;
     }
     if (!ended && position == data.size()) {
-      stream.send({{"event", "end"}});
+      json end = {{"event", "end"}};
+      if (options.digest_at_end && options.end_sha256 != "")
+        end["sha256"] = options.end_sha256.value_or(sha256_hex(data));
+      stream.send(std::move(end));
       ended = true;
     }
     auto frame = co_await stream.next();

@@ -335,6 +335,65 @@ TEST_CASE("files: upload resumes after a dropped connection", "[files][resume]")
   }());
 }
 
+TEST_CASE("files: a put may give its sha256 with the end event instead, and still resumes",
+          "[files][integrity][resume]") {
+  TempDir dir;
+  add_user(dir.path(), "alice", "pw", "100M");
+  ServerProcess server({"--set", "services.files.upload_window_bytes=262144"}, dir.path());
+  const std::string data = random_bytes(2 << 20, 11);
+  const std::string digest = sha256_hex(data);
+  const std::uint64_t cut = data.size() * 4 / 10;
+  run([&]() -> awaitable<void> {
+    auto c = co_await connect(server, "alice", "pw");
+    auto ok = co_await put_file(*c, "late.bin", data, PutOptions().hashing_at_end());
+    REQUIRE(error_of(ok.reply) == "ok");
+    CHECK(ok.reply.head["sha256"] == digest);
+    auto got = co_await get_file(*c, "late.bin");
+    CHECK(got.reply.head["sha256"] == digest);
+    CHECK(got.data == data);
+
+    // A wrong digest at the end: nothing stored, quota given back.
+    auto wrong = co_await put_file(*c, "wrong.bin", data,
+                                   PutOptions().hashing_at_end(std::string(64, 'a')));
+    CHECK(error_of(wrong.reply) == "checksum_mismatch");
+    auto r1 = co_await files_call(*c, Req("stat").set("path", "wrong.bin"));
+    CHECK(error_of(r1) == "not_found");
+    // No digest at either end, or two that differ.
+    auto none = co_await put_file(*c, "none.bin", data, PutOptions().hashing_at_end(""));
+    CHECK(error_of(none.reply) == "bad_request");
+    auto differ = co_await put_file(*c, "two.bin", data, PutOptions().overwriting());
+    REQUIRE(error_of(differ.reply) == "ok");
+    json two = {{"service", "files"}, {"op", "put"}, {"path", "two.bin"}, {"size", 1},
+                {"sha256", sha256_hex("x")}, {"overwrite", true}};
+    auto stream = c->open(std::move(two));
+    auto credit = co_await stream.next();
+    REQUIRE(credit.head.value("event", "") == "credit");
+    stream.send({{"event", "data"}}, "x");
+    stream.send({{"event", "end"}, {"sha256", sha256_hex("y")}});
+    Frame last;
+    while (!stream.done()) last = co_await stream.next();
+    CHECK(error_of(last) == "bad_request");
+
+    // Dropped at 40 %, resumed by another digest-less put of the same path and size.
+    {
+      auto first = co_await connect(server, "alice", "pw");
+      auto part = co_await put_file(*first, "r.bin", data,
+                                    PutOptions().hashing_at_end().chunked(65536).stopping_at(cut));
+      REQUIRE(part.stopped);
+      first->close();
+    }
+    co_await sleep_for(200ms);
+    auto rest = co_await put_file(*c, "r.bin", data, PutOptions().hashing_at_end());
+    REQUIRE(error_of(rest.reply) == "ok");
+    CHECK(rest.first_offset == cut);
+    auto again = co_await get_file(*c, "r.bin");
+    CHECK(again.data == data);
+    auto quota = co_await files_call(*c, Req("quota"));
+    // late.bin, two.bin, r.bin, and the partials the two refused ends keep for a resume.
+    CHECK(quota.head["used"] == 4 * data.size() + 1);
+  }());
+}
+
 TEST_CASE("files: a different file at the same path does not resume", "[files][resume]") {
   TempDir dir;
   add_user(dir.path(), "alice", "pw");
