@@ -204,6 +204,31 @@ TEST_CASE("cli: an interrupted or killed upload resumes where the server's parti
   CHECK(sha256_hex(target) == digest);
 }
 
+TEST_CASE("cli: a server partial of another file of the same size is redone, not completed",
+          "[cli][transfer]") {
+  AliceServer server({"--set", "services.files.upload_window_bytes=65536", "--set",
+                      "services.files.chunk_bytes=4096"});
+  test::TempDir local;
+  auto file = local.path() / "same.bin";
+  const std::uint64_t total = 16 * 1024 * 1024;
+  write_random_file(file, total);
+  {
+    Background put(server.argv({"-q", "put", file.string()}), "secret\n");
+    REQUIRE(wait_until([&] { return size_or_zero(partial_upload(server.home())) > 0; }, 30s));
+    put.signal(SIGKILL);
+    put.wait();
+  }
+  // The local file changes but keeps its size: the partial on the server no longer matches.
+  write_random_file(file, total);
+  const auto digest = sha256_hex(file);
+  auto rerun = server.cli({"put", file.string()}, true, 120s);
+  INFO(rerun.out << rerun.err);
+  REQUIRE(rerun.status == 0);
+  CHECK(contains(rerun.err, "was of another file; uploading it again from the start"));
+  CHECK(sha256_hex(server.home() / "same.bin") == digest);
+  CHECK_FALSE(partial_upload(server.home()));
+}
+
 TEST_CASE("cli: put and get several files with a glob", "[cli][transfer]") {
   AliceServer server;
   test::TempDir local;

@@ -29,15 +29,20 @@ auto post_to_pool(asio::thread_pool& pool, Fn fn) {
                           work = std::move(work)]() mutable {
           std::exception_ptr failure;
           Result result{};
-          try {
-            if constexpr (std::is_void_v<R>) {
-              fn();
-              result = true;
-            } else {
-              result.emplace(fn());
+          {
+            // Destroyed, with everything it captured, before the awaiter resumes: a resource
+            // it held (an open file, a claim) is released by the time the caller goes on.
+            Fn job = std::move(fn);
+            try {
+              if constexpr (std::is_void_v<R>) {
+                job();
+                result = true;
+              } else {
+                result.emplace(job());
+              }
+            } catch (...) {
+              failure = std::current_exception();
             }
-          } catch (...) {
-            failure = std::current_exception();
           }
           auto home = work.get_executor();
           asio::dispatch(home, [handler = std::move(handler), failure,
