@@ -55,6 +55,7 @@ struct WsTransport::Impl {
   std::optional<WsMessage> inbox;
   error_code read_error;    // set once the reader ended
   bool reader_done = false;
+  bool reading_stopped = false;  // stop_reading(): read() returns nullopt from now on
   Signal ready;             // inbox filled or reader done
   Signal space;             // inbox emptied or transport closing
   FrameLimits limits;
@@ -128,11 +129,11 @@ WsTransport::~WsTransport() {
 
 awaitable<std::optional<DecodeResult>> WsTransport::read() {
   auto& impl = *impl_;
-  while (!impl.inbox && !impl.reader_done && !impl.closing) {
+  while (!impl.inbox && !impl.reader_done && !impl.closing && !impl.reading_stopped) {
     auto ec = co_await impl.ready.wait();
     if (ec) co_return std::nullopt;  // cancelled by the session
   }
-  if (!impl.inbox || impl.closing) co_return std::nullopt;
+  if (!impl.inbox || impl.closing || impl.reading_stopped) co_return std::nullopt;
   WsMessage message = std::move(*impl.inbox);
   impl.inbox.reset();
   impl.space.notify();
@@ -169,6 +170,13 @@ awaitable<error_code> WsTransport::write(std::span<const OutFrame> frames) {
   }
   impl.writing = false;
   co_return ec;
+}
+
+void WsTransport::stop_reading() {
+  // The reader goes on (a Beast read cannot be cancelled without failing the stream); its
+  // messages are just not taken any more.
+  impl_->reading_stopped = true;
+  impl_->ready.notify();
 }
 
 void WsTransport::close() {

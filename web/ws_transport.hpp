@@ -6,8 +6,8 @@
 // Threading: as for every Transport, one read() and one write() may run at the same time, both
 // on the connection's executor. A Beast WebSocket read that is cancelled fails the whole stream
 // (no close frame could be sent after it), so a background reader coroutine owns the read side
-// and hands whole messages to read() through a one-slot channel; the Session may cancel read()
-// freely. The reader and the closing handshake share the stream with the transport (Impl) and
+// and hands whole messages to read() through a one-slot inbox; read() itself may end at any
+// time (stop_reading). The reader and the closing handshake share the stream with the transport (Impl) and
 // may outlive it by the close deadline.
 #include <atomic>
 #include <memory>
@@ -46,12 +46,13 @@ class WsTransport final : public Transport {
 
   awaitable<std::optional<DecodeResult>> read() override;
   awaitable<error_code> write(std::span<const OutFrame> frames) override;
+  void stop_reading() override;
   // Starts the closing handshake (1000 normal, 1001 going away when the server is stopping,
   // 1008 policy violation after a malformed frame) bounded by a deadline; closes the socket at
   // once when a write is stuck in flight.
   void close() override;
   // Keep-alive: Beast's own idle timer would be re-armed on every message; the session's
-  // watchdog tick is enough.
+  // clock's tick (SessionClock) is enough.
   void tick(std::chrono::steady_clock::time_point now) override;
 
   asio::any_io_executor executor() const override { return executor_; }

@@ -68,16 +68,23 @@ Session::Session(std::unique_ptr<Transport> transport, SessionEnv env)
       calls_done_(transport_->executor()),
       writer_idle_(transport_->executor()),
       space_(transport_->executor()),
-      watchdog_timer_(transport_->executor()) {
+      clock_(SessionClock::of(transport_->executor())) {
   // First call: graceful shutdown; a second one (grace period over) closes outright.
   registration_ = env_.connections.add(transport_->executor(), [this] {
     if (stop_requested_) close();
     else shutdown("server shutting down");
   });
   touch();
+  // A quarter of the shorter timeout, so either is noticed at most 25 % late; at most 5 s.
+  const auto tick = std::min<SessionClock::clock::duration>(
+      std::min(env_.limits.idle_timeout, env_.limits.write_timeout) / 4, std::chrono::seconds(5));
+  clock_.add(*this, tick, transport_->executor());
 }
 
-Session::~Session() { link_->session_ = nullptr; }
+Session::~Session() {
+  clock_.remove(*this);
+  link_->session_ = nullptr;
+}
 
 awaitable<void> Session::run() {
   log::debug("session {} open ({} {})", id(), transport_->kind(), peer());
@@ -89,8 +96,7 @@ awaitable<void> Session::run() {
 }
 
 awaitable<void> Session::lifecycle() {
-  using namespace asio::experimental::awaitable_operators;
-  co_await (read_loop() || watchdog());
+  co_await read_loop();
   closing_ = true;
   if (stop_requested_) {
     push(encode_frame({{"service", "core"}, {"event", "shutdown"}, {"reason", stop_reason_}}));
@@ -105,9 +111,10 @@ awaitable<void> Session::read_loop() {
   for (;;) {
     if (queued_bytes_ >= env_.limits.out_queue_bytes) {
       // The client is not reading its replies: stop reading its requests until it does.
-      bool open = co_await wait_for_space();
+      bool open = co_await wait_for_space(/*reader=*/true);
       if (!open) co_return;
     }
+    if (reading_stopped_) co_return;
     auto item = co_await transport_->read();
     if (!item) co_return;
     touch();
@@ -179,38 +186,32 @@ awaitable<void> Session::write_loop() {
   }
 }
 
-awaitable<void> Session::watchdog() {
-  using clock = std::chrono::steady_clock;
-  const auto tick = std::min<clock::duration>(
-      std::min(env_.limits.idle_timeout, env_.limits.write_timeout) / 4,
-      std::chrono::seconds(5));
-  for (;;) {
-    if (stop_requested_) co_return;
-    auto now = clock::now();
-    transport_->tick(now);
-    if (write_started_ && now - *write_started_ > env_.limits.write_timeout) {
-      log::info("session {} ({}): write timeout, closing", id(), peer());
-      transport_->close();
-      co_return;
-    }
-    if (calls_.empty() && queue_head_ == queue_.size() &&
-        now - last_activity_ > env_.limits.idle_timeout) {
-      log::info("session {} ({}): idle timeout, closing", id(), peer());
-      push(encode_frame({{"service", "core"}, {"event", "shutdown"}, {"reason", "idle timeout"}}));
-      co_return;
-    }
-    watchdog_timer_.expires_after(tick);
-    co_await watchdog_timer_.async_wait(use_nothrow);
-    auto state = co_await asio::this_coro::cancellation_state;
-    if (state.cancelled() != asio::cancellation_type::none) co_return;
+void Session::on_tick(SessionClock::clock::time_point now) {
+  transport_->tick(now);
+  if (write_started_ && now - *write_started_ > env_.limits.write_timeout) {
+    log::info("session {} ({}): write timeout, closing", id(), peer());
+    transport_->close();
+    return;
   }
+  if (!reading_stopped_ && calls_.empty() && queue_head_ == queue_.size() &&
+      now - last_activity_ > env_.limits.idle_timeout) {
+    log::info("session {} ({}): idle timeout, closing", id(), peer());
+    push(encode_frame({{"service", "core"}, {"event", "shutdown"}, {"reason", "idle timeout"}}));
+    stop_reading();
+  }
+}
+
+void Session::stop_reading() {
+  reading_stopped_ = true;
+  transport_->stop_reading();
+  space_.notify();  // a reader waiting for room in the out-queue
 }
 
 void Session::shutdown(std::string reason) {
   if (stop_requested_ || closing_) return;
   stop_requested_ = true;
   stop_reason_ = std::move(reason);
-  watchdog_timer_.cancel();  // the watchdog sees stop_requested_ and ends the read side
+  stop_reading();
 }
 
 void Session::close() { transport_->close(); }
@@ -235,14 +236,16 @@ void Session::push(OutFrame frame) {
   if (!writer_running_) start_writer();
 }
 
-awaitable<bool> Session::wait_for_space() {
-  while (queued_bytes_ >= env_.limits.out_queue_bytes && !write_failed_ && !queue_closed_) {
+awaitable<bool> Session::wait_for_space(bool reader) {
+  // The reader also gives up when reading stops; producers wait on (their calls get cancelled).
+  auto gave_up = [&] { return write_failed_ || queue_closed_ || (reader && reading_stopped_); };
+  while (queued_bytes_ >= env_.limits.out_queue_bytes && !gave_up()) {
     auto ec = co_await space_.wait();
     if (ec) co_return false;  // cancelled
   }
   // Pass the wake-up on: several producers may be waiting.
   if (queued_bytes_ < env_.limits.out_queue_bytes) space_.notify();
-  co_return !write_failed_ && !queue_closed_;
+  co_return !gave_up();
 }
 
 awaitable<void> Session::push_wait(OutFrame frame) {

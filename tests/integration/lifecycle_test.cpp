@@ -88,6 +88,43 @@ TEST_CASE("an idle framed session gets a shutdown event and is closed") {
   }(), 10s);
 }
 
+TEST_CASE("a client that stops reading is closed after the write timeout") {
+  test::ServerProcess server({"--set", "limits.write_timeout_ms=400"});
+  test::run([&]() -> awaitable<void> {
+    auto ex = co_await asio::this_coro::executor;
+    tcp::socket socket(ex);
+    co_await socket.async_connect(local(server.port("framed")), use_awaitable);
+    // Echo requests of 1 MiB, never reading a reply: the server's writes stall once the socket
+    // buffers and its out-queue are full. Sent without waiting, until our own side is full too.
+    socket.non_blocking(true);
+    const std::string body(1 << 20, 'x');
+    std::size_t sent_frames = 0;
+    for (int i = 0; i < 256; ++i) {
+      json request = {{"id", i}, {"service", "echo"}, {"op", "echo"}};
+      auto frame = encode_frame(request, body);
+      std::string bytes = frame->head + frame->body;
+      std::size_t done = 0;
+      error_code ec;
+      while (done < bytes.size()) {
+        done += socket.write_some(asio::buffer(bytes.data() + done, bytes.size() - done), ec);
+        if (ec == asio::error::would_block) {
+          co_await test::sleep_for(20ms);
+          if (server.log().find("write timeout") != std::string::npos) break;
+          ec = {};
+          continue;
+        }
+        if (ec) break;
+      }
+      if (ec || done < bytes.size()) break;
+      ++sent_frames;
+    }
+    CHECK(sent_frames > 0);
+    for (int i = 0; i < 200 && server.log().find("write timeout") == std::string::npos; ++i)
+      co_await test::sleep_for(20ms);
+  }(), 20s);
+  CHECK(server.log().find("write timeout, closing") != std::string::npos);
+}
+
 TEST_CASE("SIGTERM: connected clients are told, the server exits 0 within the grace period") {
   test::ServerProcess server({"--set", "server.shutdown_grace_ms=2000"});
   test::run([&]() -> awaitable<void> {

@@ -259,7 +259,7 @@ TEST_CASE("ws: server shutdown sends a shutdown event, then close 1001 going awa
 }
 
 TEST_CASE("ws: keep-alive pings a quiet peer that answers, and drops one that does not") {
-  // Watchdog ticks every 250 ms (a quarter of write_timeout_ms), so the timings below hold.
+  // The session clock ticks every 250 ms (a quarter of write_timeout_ms), so the timings below hold.
   ServerProcess server({"--set", "services.web.ws_idle_timeout_ms=1200", "--set",
                         "limits.write_timeout_ms=1000"});
   run([&]() -> awaitable<void> {

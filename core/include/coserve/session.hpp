@@ -2,11 +2,11 @@
 // One connection speaking the framed protocol, over any Transport.
 //
 // A session is coroutines on one executor: the reader (decodes frames, runs immediate ops,
-// starts one call coroutine per other request), the watchdog (idle and write timeouts,
-// shutdown) and, only while a backlog exists, the writer (the only one that writes to the
+// starts one call coroutine per other request) and, only while a backlog exists, the writer (the only one that writes to the
 // transport asynchronously, draining a byte-bounded out-queue). A frame pushed while nothing is
 // queued or being written is written at once if the socket takes it (Transport::try_write), so
-// most replies never wake a writer. Everything in a session, its calls included, runs on that
+// most replies never wake a writer. Idle and write timeouts are checked by the executor's
+// SessionClock, which ticks every session on it from one timer. Everything in a session, its calls included, runs on that
 // one executor: no locks. Other threads reach a session only through its SessionLink.
 #include <any>
 #include <chrono>
@@ -27,6 +27,7 @@
 #include "coserve/connections.hpp"
 #include "coserve/frame.hpp"
 #include "coserve/service.hpp"
+#include "coserve/session_clock.hpp"
 #include "coserve/signal.hpp"
 #include "coserve/transport.hpp"
 
@@ -89,7 +90,7 @@ struct CallState {
 };
 }  // namespace detail
 
-class Session {
+class Session : private SessionClock::Ticking {
  public:
   Session(std::unique_ptr<Transport> transport, SessionEnv env);
   ~Session();
@@ -142,7 +143,11 @@ class Session {
   // an idle connection holds no writer coroutine.
   void start_writer();
   awaitable<void> write_loop();
-  awaitable<void> watchdog();
+  // The context's SessionClock calls this every few seconds: idle and write timeouts, and the
+  // transport's own tick (keep-alive).
+  void on_tick(SessionClock::clock::time_point now) override;
+  // Ends the read loop without closing the connection, so the last frames can still go out.
+  void stop_reading();
   void on_frame(Frame frame);
   void on_decode_error(DecodeError error);
   awaitable<void> run_call(std::shared_ptr<detail::CallState> state, Frame request);
@@ -152,7 +157,7 @@ class Session {
   void finish_call(const detail::CallState& state, Outcome outcome);
   void reply_error(const json& id, errc code, std::string message,
                    json details = json::object());
-  awaitable<bool> wait_for_space();
+  awaitable<bool> wait_for_space(bool reader = false);
   void cancel_all_calls();
   void touch() noexcept { last_activity_ = std::chrono::steady_clock::now(); }
 
@@ -177,12 +182,13 @@ class Session {
   bool queue_closed_ = false;  // the writer exits once the queue is drained
   bool write_failed_ = false;
 
-  asio::steady_timer watchdog_timer_;
+  SessionClock& clock_;
   std::chrono::steady_clock::time_point last_activity_;
   std::optional<std::chrono::steady_clock::time_point> write_started_;
   bool closing_ = false;  // no new calls; set when reading stopped for any reason
   std::string stop_reason_;  // set by shutdown()
   bool stop_requested_ = false;
+  bool reading_stopped_ = false;  // stop_reading() was called
 };
 
 }  // namespace coserve

@@ -5,7 +5,9 @@
 #include <cerrno>
 #include <vector>
 
+#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/buffer.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/write.hpp>
@@ -48,6 +50,7 @@ class StreamTransport final : public Transport {
 
   awaitable<std::optional<DecodeResult>> read() override {
     for (;;) {
+      if (reading_stopped_) co_return std::nullopt;
       if (auto item = decoder_.next()) co_return item;
       error_code ec;
       std::size_t n = 0;
@@ -57,7 +60,8 @@ class StreamTransport final : public Transport {
           // Nothing half-read: wait for data holding no buffer, so an idle connection costs
           // little, then take what arrived without blocking.
           decoder_.shrink(0);
-          std::tie(ec) = co_await socket_.async_wait(Socket::wait_read, use_nothrow);
+          std::tie(ec) = co_await socket_.async_wait(
+              Socket::wait_read, asio::bind_cancellation_slot(stop_.slot(), use_nothrow));
           if (ec) co_return std::nullopt;
           auto space = decoder_.prepare(4096);
           n = socket_.read_some(asio::buffer(space.data(), space.size()), ec);
@@ -69,7 +73,8 @@ class StreamTransport final : public Transport {
         // A frame is streaming in: larger reads.
         auto space = decoder_.prepare(decoder_.idle() ? 4096 : 64 * 1024);
         std::tie(ec, n) = co_await socket_.async_read_some(
-            asio::buffer(space.data(), space.size()), use_nothrow);
+            asio::buffer(space.data(), space.size()),
+            asio::bind_cancellation_slot(stop_.slot(), use_nothrow));
       }
       if (ec) co_return std::nullopt;
       decoder_.commit(n);
@@ -98,6 +103,11 @@ class StreamTransport final : public Transport {
       }
     }
     co_return error_code{};
+  }
+
+  void stop_reading() override {
+    reading_stopped_ = true;
+    stop_.emit(asio::cancellation_type::terminal);
   }
 
   bool sends_files() const override { return kPlainSocket; }
@@ -165,6 +175,8 @@ class StreamTransport final : public Transport {
 
   Socket socket_;
   FrameDecoder decoder_;
+  asio::cancellation_signal stop_;  // cancels the pending read (stop_reading)
+  bool reading_stopped_ = false;
   Metrics& metrics_;
   asio::any_io_executor executor_;
   std::string peer_;

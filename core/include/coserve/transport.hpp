@@ -30,11 +30,15 @@ class Transport {
   // The session calls it only while no write() is in flight, so a reply whose socket has room
   // goes out without waking the writer coroutine.
   virtual std::size_t try_write(const EncodedFrame&) { return 0; }
+  // Makes the pending read() and every later one return nullopt without closing the
+  // connection, so the session can still write its last frames (graceful shutdown, idle
+  // timeout).
+  virtual void stop_reading() = 0;
   // True when write() takes frames whose body is a FileSlice (sent with sendfile).
   virtual bool sends_files() const { return false; }
   // Closes the connection; pending reads and writes complete with an error.
   virtual void close() = 0;
-  // Called by the session's watchdog every few seconds, so a transport with liveness rules of
+  // Called on the session clock's tick every few seconds, so a transport with liveness rules of
   // its own (WebSocket keep-alive pings) needs no timer per connection.
   virtual void tick(std::chrono::steady_clock::time_point /*now*/) {}
 
