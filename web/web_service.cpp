@@ -151,7 +151,7 @@ struct WebService::Impl {
     std::string peer;
   };
   awaitable<void> serve(tcp::socket socket);
-  awaitable<std::optional<Upgrade>> serve_http(tcp::socket socket);
+  awaitable<std::unique_ptr<Upgrade>> serve_http(tcp::socket socket);
   awaitable<void> serve_ws(Upgrade upgrade);
   awaitable<Response> respond(const Request& req);
   awaitable<Response> static_file(const Request& req, std::string_view path);
@@ -235,11 +235,16 @@ awaitable<error_code> write_response(beast::tcp_stream& stream, http::response<B
 awaitable<void> WebService::Impl::serve(tcp::socket socket) {
   // The HTTP loop's frame (parser, buffers, responses) is gone before the WebSocket session
   // starts: idle WebSockets must stay cheap.
+  // The upgrade is held by pointer and freed before the WebSocket session starts: this frame
+  // stays for the connection's whole life, and a request kept in it cost ~0.7 KiB per socket.
   auto upgrade = co_await serve_http(std::move(socket));
-  if (upgrade) co_await serve_ws(std::move(*upgrade));
+  if (!upgrade) co_return;
+  auto session = serve_ws(std::move(*upgrade));  // moves the upgrade into the session's frame
+  upgrade.reset();
+  co_await std::move(session);
 }
 
-awaitable<std::optional<WebService::Impl::Upgrade>> WebService::Impl::serve_http(
+awaitable<std::unique_ptr<WebService::Impl::Upgrade>> WebService::Impl::serve_http(
     tcp::socket socket) {
   std::string peer = peer_name(socket);
   beast::tcp_stream stream(std::move(socket));
@@ -299,7 +304,8 @@ awaitable<std::optional<WebService::Impl::Upgrade>> WebService::Impl::serve_http
       } else {
         // The Session registers itself from here on, and ends the socket on shutdown.
         registration.reset();
-        co_return Upgrade{stream.release_socket(), std::move(req), std::move(peer)};
+        co_return std::make_unique<Upgrade>(
+            Upgrade{stream.release_socket(), std::move(req), std::move(peer)});
       }
       refusal.keep_alive(false);
       count(refusal.result_int());
@@ -324,7 +330,7 @@ awaitable<std::optional<WebService::Impl::Upgrade>> WebService::Impl::serve_http
   error_code ignored;
   stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
   stream.close();
-  co_return std::nullopt;
+  co_return nullptr;
 }
 
 awaitable<Response> WebService::Impl::respond(const Request& req) {
