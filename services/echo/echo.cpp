@@ -16,15 +16,29 @@ constexpr std::size_t kFirstBuffer = 2 * 1024;
 constexpr std::size_t kLargestBuffer = 64 * 1024;
 constexpr std::size_t kMaxDatagram = 64 * 1024;
 
+// Waits for data and then reads it without blocking, and writes at once what the socket takes:
+// one recv and one send per round trip, where async_read_some would first try a recv that finds
+// nothing and async_write would hand even an immediate send's completion to the scheduler.
 template <class Socket>
 awaitable<void> echo_stream(Socket socket) {
+  error_code ec;
+  socket.non_blocking(true, ec);
+  if (ec) co_return;
   std::vector<char> buffer(kFirstBuffer);
   for (;;) {
-    auto [ec, n] = co_await socket.async_read_some(asio::buffer(buffer), use_nothrow);
-    if (ec) co_return;
-    auto [write_ec, written] =
-        co_await asio::async_write(socket, asio::buffer(buffer.data(), n), use_nothrow);
-    if (write_ec) co_return;
+    auto [wait_ec] = co_await socket.async_wait(Socket::wait_read, use_nothrow);
+    if (wait_ec) co_return;
+    const std::size_t n = socket.read_some(asio::buffer(buffer), ec);
+    if (ec == asio::error::would_block) continue;
+    if (ec) co_return;  // end of stream included
+    std::size_t written = socket.write_some(asio::buffer(buffer.data(), n), ec);
+    if (ec == asio::error::would_block) written = 0;
+    else if (ec) co_return;
+    if (written < n) {
+      auto [write_ec, more] = co_await asio::async_write(
+          socket, asio::buffer(buffer.data() + written, n - written), use_nothrow);
+      if (write_ec) co_return;
+    }
     if (n == buffer.size() && buffer.size() < kLargestBuffer) buffer.resize(buffer.size() * 2);
   }
 }
