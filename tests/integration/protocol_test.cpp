@@ -2,6 +2,7 @@
 // while the stream can still be parsed; the server survives all of it.
 #include <catch2/catch.hpp>
 
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/write.hpp>
 
@@ -186,5 +187,53 @@ TEST_CASE("too many requests in flight on one connection get `busy`") {
     }
     CHECK(ok >= 1);
     CHECK(ok + busy == 50);
+  }());
+}
+
+TEST_CASE("a client whose reader falls behind stops reading at 16 MiB of untaken bodies") {
+  test::run([]() -> awaitable<void> {
+    using namespace asio::experimental::awaitable_operators;
+    auto ex = co_await asio::this_coro::executor;
+    tcp::acceptor acceptor(ex, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    const auto port = std::to_string(acceptor.local_endpoint().port());
+    tcp::socket peer(ex);
+    Client client(ex);
+    auto accepting = acceptor.async_accept(peer, use_awaitable);
+    auto connecting = client.connect("127.0.0.1", port);
+    co_await (std::move(accepting) && std::move(connecting));
+    // This end plays a server pushing 1 MiB frames as fast as the connection takes them.
+    peer.non_blocking(true);
+    const std::string blob =
+        frame_bytes(R"({"service":"test","event":"blob"})", std::string(1 << 20, 'b'));
+    std::size_t written = 0;
+    auto write_more = [&] {
+      error_code ec;
+      while (!ec) {
+        const auto at = written % blob.size();
+        written += peer.write_some(asio::buffer(blob.data() + at, blob.size() - at), ec);
+      }
+    };
+    // Nobody takes the pushes: the writes stall once the client stops reading.
+    std::size_t before = 0;
+    do {
+      before = written;
+      write_more();
+      co_await test::sleep_for(200ms);
+      write_more();
+    } while (written != before && written < (512u << 20));
+    CHECK(written > (16u << 20));  // it read up to its limit
+    CHECK(written < (64u << 20));  // and no further (the rest is in the kernel's buffers)
+    // Taking bodies lets it read again.
+    for (int i = 0; i < 8; ++i) {
+      auto push = co_await client.next_push();
+      CHECK(push.body.size() == (1u << 20));
+    }
+    const auto stalled_at = written;
+    for (int i = 0; i < 100 && written == stalled_at; ++i) {
+      co_await test::sleep_for(20ms);
+      write_more();
+    }
+    CHECK(written > stalled_at);
+    client.close();
   }());
 }
