@@ -193,7 +193,7 @@ void start_loops(const std::shared_ptr<Client::State>& st) {
 
 }  // namespace
 
-awaitable<void> Client::connect(const std::string& host, const std::string& port) {
+awaitable<void> Client::connect(std::string host, std::string port) {
   asio::ip::tcp::resolver resolver(state_->executor);
   auto endpoints = co_await resolver.async_resolve(host, port, use_awaitable);
   TcpSocket socket(state_->executor);
@@ -203,7 +203,7 @@ awaitable<void> Client::connect(const std::string& host, const std::string& port
   start_loops<TcpSocket>(state_);
 }
 
-awaitable<void> Client::connect_tls(const std::string& host, const std::string& port,
+awaitable<void> Client::connect_tls(std::string host, std::string port,
                                     TlsOptions options) {
   std::shared_ptr<asio::ssl::context> context;
   std::string failure;
@@ -234,7 +234,7 @@ awaitable<void> Client::connect_tls(const std::string& host, const std::string& 
   start_loops<TlsStream>(state_);
 }
 
-awaitable<void> Client::connect_unix(const std::string& path) {
+awaitable<void> Client::connect_unix(std::string path) {
   UnixSocket socket(state_->executor);
   co_await socket.async_connect(asio::local::stream_protocol::endpoint(path), use_awaitable);
   state_->socket.emplace<UnixSocket>(std::move(socket));

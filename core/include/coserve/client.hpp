@@ -49,15 +49,16 @@ class Client {
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
-  // Throws boost::system::system_error when the connection cannot be made.
-  awaitable<void> connect(const std::string& host, const std::string& port);
+  // Throws boost::system::system_error when the connection cannot be made. Arguments are taken
+  // by value: the coroutine may start after the caller's temporaries are gone.
+  awaitable<void> connect(std::string host, std::string port);
   // The same over TLS (a server's listeners.framed_tls): TLS 1.2+, the certificate verified
   // against `options.ca_file` and the host name (also sent as SNI). Throws TlsError when the
   // CA file cannot be loaded or the handshake fails, boost::system::system_error when the TCP
   // connection cannot be made.
-  awaitable<void> connect_tls(const std::string& host, const std::string& port,
+  awaitable<void> connect_tls(std::string host, std::string port,
                               TlsOptions options = {});
-  awaitable<void> connect_unix(const std::string& path);
+  awaitable<void> connect_unix(std::string path);
   bool is_open() const noexcept;
   void close();
 
