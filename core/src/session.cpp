@@ -4,7 +4,6 @@
 #include <vector>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/this_coro.hpp>
 

@@ -21,8 +21,8 @@ namespace coserve {
 
 // Process-wide: frame-sized buffers (up to 4 MiB) stay in malloc's heap instead of being mapped
 // and unmapped one by one. A transfer allocates a 1 MiB body per chunk on one thread and frees
-// it on another; with glibc's defaults each chunk paid its page faults again (80 000 per GiB
-// uploaded, ~10 % of a put's time on loopback). Up to 32 MiB of free heap per arena is kept.
+// it on another; with glibc's defaults each chunk was mapped afresh and paid its page faults
+// again, a visible share of a transfer's time. Up to 32 MiB of free heap per arena is kept.
 // Call once at the start of main(); the server and coserve-cli do.
 void tune_malloc_for_frames();
 
