@@ -7,7 +7,7 @@
 
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/rfc6455.hpp>
 
 #include "assets.hpp"
 #include "coserve/connections.hpp"
@@ -19,6 +19,7 @@
 #include "coserve/stream_transport.hpp"
 #include "coserve/version.hpp"
 #include "origin.hpp"
+#include "ws_codec.hpp"
 #include "ws_transport.hpp"
 
 #ifndef COSERVE_WEB_CONSOLE_DIR
@@ -147,7 +148,7 @@ struct WebService::Impl {
   // included) behind, which an idle WebSocket would carry for its whole life.
   struct Upgrade {
     tcp::socket socket;
-    Request request;
+    std::string early_bytes;
     std::string peer;
   };
   awaitable<void> serve(tcp::socket socket);
@@ -234,9 +235,8 @@ awaitable<error_code> write_response(beast::tcp_stream& stream, http::response<B
 
 awaitable<void> WebService::Impl::serve(tcp::socket socket) {
   // The HTTP loop's frame (parser, buffers, responses) is gone before the WebSocket session
-  // starts: idle WebSockets must stay cheap.
-  // The upgrade is held by pointer and freed before the WebSocket session starts: this frame
-  // stays for the connection's whole life, and a request kept in it cost ~0.7 KiB per socket.
+  // starts, and the upgrade is held by pointer and freed before it: this frame stays for the
+  // connection's whole life, and idle WebSockets must stay cheap.
   auto upgrade = co_await serve_http(std::move(socket));
   if (!upgrade) co_return;
   auto session = serve_ws(std::move(*upgrade));  // moves the upgrade into the session's frame
@@ -301,11 +301,33 @@ awaitable<std::unique_ptr<WebService::Impl::Upgrade>> WebService::Impl::serve_ht
         log::info("web {}: WebSocket refused for origin '{}'", peer,
                   printable(req[http::field::origin]));
         refusal = error_response(http::status::forbidden, req.version(), "origin not allowed");
+      } else if (req.version() != 11 || !ws::valid_client_key(req["Sec-WebSocket-Key"])) {
+        refusal = error_response(http::status::bad_request, req.version(),
+                                 "a WebSocket upgrade needs HTTP/1.1 and a Sec-WebSocket-Key");
+      } else if (req["Sec-WebSocket-Version"] != "13") {
+        refusal = error_response(http::status::upgrade_required, req.version(),
+                                 "this server speaks WebSocket version 13");
+        refusal.set("Sec-WebSocket-Version", "13");
       } else {
+        http::response<http::empty_body> accept{http::status::switching_protocols, 11};
+        accept.set(http::field::server, kServerHeader);
+        accept.set(http::field::upgrade, "websocket");
+        accept.set(http::field::connection, "Upgrade");
+        accept.set("Sec-WebSocket-Accept", ws::accept_key(req["Sec-WebSocket-Key"]));
+        count(101);
+        auto accept_ec = co_await write_response(stream, accept, ws_handshake_timeout);
+        if (accept_ec) {
+          log::debug("web {}: WebSocket handshake failed: {}", peer, accept_ec.message());
+          break;
+        }
+        stream.expires_never();
+        // Bytes the client sent right after its request belong to the WebSocket.
+        auto early = buffer.cdata();
+        std::string early_bytes(static_cast<const char*>(early.data()), early.size());
         // The Session registers itself from here on, and ends the socket on shutdown.
         registration.reset();
         co_return std::make_unique<Upgrade>(
-            Upgrade{stream.release_socket(), std::move(req), std::move(peer)});
+            Upgrade{stream.release_socket(), std::move(early_bytes), std::move(peer)});
       }
       refusal.keep_alive(false);
       count(refusal.result_int());
@@ -402,41 +424,16 @@ awaitable<Response> WebService::Impl::static_file(const Request& req, std::strin
 // ---- WebSocket -------------------------------------------------------------------------------
 
 awaitable<void> WebService::Impl::serve_ws(Upgrade upgrade) {
-  auto peer = std::move(upgrade.peer);
-  auto request = std::move(upgrade.request);
-  WsStream ws(std::move(upgrade.socket));
-  // Beast times the handshake; keep-alive is WsTransport::tick's, since Beast's idle timer
-  // would be re-armed on every message.
-  websocket::stream_base::timeout timeouts{};
-  timeouts.handshake_timeout = ws_handshake_timeout;
-  timeouts.idle_timeout = websocket::stream_base::none();
-  timeouts.keep_alive_pings = false;
-  ws.set_option(timeouts);
-  ws.set_option(websocket::stream_base::decorator(
-      [](websocket::response_type& res) { res.set(http::field::server, kServerHeader); }));
-  ws.read_message_max(kFrameHeaderSize + frame_limits.max_json + frame_limits.max_body);
-  ws.auto_fragment(false);
-  // Until the Session registers itself, shutdown simply drops a handshake in progress.
-  auto handshake = connections.add(ws.get_executor(), [&ws] {
-    error_code ignored;
-    ws.next_layer().close(ignored);
-  });
-  auto [ec] = co_await ws.async_accept(request, use_nothrow);
-  handshake.reset();
-  if (ec) {
-    log::debug("web {}: WebSocket handshake failed: {}", peer, ec.message());
-    co_return;
-  }
-  request = {};  // its headers are not needed for the life of the connection
-  count(101);
   ws_upgrades.inc();
   ws_active.inc();
   struct Active {
     Counter& gauge;
     ~Active() { gauge.dec(); }
   } active{ws_active};
-  Session session(std::make_unique<WsTransport>(std::move(ws), std::move(peer), frame_limits,
-                                                metrics, ws_counters, stopping, ws_idle_timeout),
+  Session session(std::make_unique<WsTransport>(std::move(upgrade.socket),
+                                                std::move(upgrade.early_bytes),
+                                                std::move(upgrade.peer), frame_limits, metrics,
+                                                ws_counters, stopping, ws_idle_timeout),
                   SessionEnv{dispatcher, metrics, connections, session_limits});
   co_await session.run();
 }
