@@ -143,7 +143,8 @@ HeadResult parse_head(std::string_view bytes, std::uint64_t max_payload) {
   }
   if (is_control(frame.op) && (!frame.fin || size > 125))
     return {std::nullopt, CloseCode::protocol_error, "a control frame fragmented or over 125 bytes"};
-  if (size > max_payload) return {std::nullopt, CloseCode::too_big, "message over the size limit"};
+  if (!is_control(frame.op) && size > max_payload)
+    return {std::nullopt, CloseCode::too_big, "message over the size limit"};
   if (bytes.size() < head_size + 4) return {};
   for (int i = 0; i < 4; ++i) frame.mask[i] = b[head_size + i];
   frame.head_size = head_size + 4;

@@ -64,7 +64,7 @@ struct HeadResult {
 };
 // Reads the header at the start of `bytes`; neither frame nor error when more bytes are needed.
 // Checks what the header alone shows: reserved bits and opcodes, the mask, control frames
-// fragmented or over 125 bytes, and a payload over `max_payload` (too_big).
+// fragmented or over 125 bytes, and a data frame's payload over `max_payload` (too_big).
 HeadResult parse_head(std::string_view bytes, std::uint64_t max_payload);
 
 // XORs `data` with the mask, `offset` bytes into the frame's payload.

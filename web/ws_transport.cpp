@@ -25,6 +25,9 @@ using ws::Opcode;
 constexpr auto kCloseDeadline = std::chrono::seconds(2);
 // Reads ask for at least this much room; a frame streaming in asks for all it still needs.
 constexpr std::size_t kReadSize = 4096;
+// Control frames (pongs) waiting to be sent, beyond which the peer's frames are not parsed:
+// a client that sends pings and never reads cannot grow the queue.
+constexpr std::size_t kMaxPendingControl = 4096;
 
 // Bytes read from the socket and not yet parsed. Released whenever it is empty and the
 // connection waits, so an idle WebSocket holds no buffer.
@@ -105,7 +108,8 @@ struct WsTransport::Impl : std::enable_shared_from_this<Impl> {
   std::string pending;
   bool writing = false;   // write() is in flight
   bool flushing = false;  // flush() is in flight
-  Signal flushed;         // flush() ended
+  std::chrono::steady_clock::time_point flush_started;
+  Signal flushed;         // flush() or write() ended: `pending` may have room
 
   // --- closing handshake ---
   std::optional<CloseCode> close_code;  // set once the close frame is queued: nothing after it
@@ -202,6 +206,7 @@ void WsTransport::Impl::queue_control(std::string frame) {
 
 void WsTransport::Impl::start_flush() {
   flushing = true;
+  flush_started = std::chrono::steady_clock::now();
   asio::co_spawn(socket.get_executor(), flush(shared_from_this()), [](std::exception_ptr e) {
     if (e) log::error("ws: flush ended with an exception");
   });
@@ -210,7 +215,6 @@ void WsTransport::Impl::start_flush() {
 void WsTransport::Impl::send_close(CloseCode code, std::string_view reason) {
   if (close_code) return;
   close_code = code;
-  if (code == CloseCode::policy_violation) counters.policy_closes.inc();
   queue_control(ws::close_frame(code, reason));
 }
 
@@ -307,14 +311,21 @@ WsTransport::WsTransport(asio::ip::tcp::socket socket, std::string early_bytes, 
 }
 
 WsTransport::~WsTransport() {
-  // The session always closes its transport; this is for paths that end early.
-  if (!impl_->closed) close();
+  // The session always closes its transport; only a runtime torn down mid-session gets here,
+  // when the service's counters may be gone already: just the socket.
+  if (!impl_->closed) impl_->close_socket();
 }
 
 awaitable<std::optional<DecodeResult>> WsTransport::read() {
   auto& impl = *impl_;
   for (;;) {
     if (impl.reading_stopped || impl.close_code) co_return std::nullopt;
+    if (impl.pending.size() >= kMaxPendingControl) {
+      // The peer does not read what it asked for (pongs): read nothing more until it does.
+      auto ec = co_await impl.flushed.wait();
+      if (ec) co_return std::nullopt;
+      continue;
+    }
     Impl::Message message;
     std::size_t wanted = 0;
     auto step = impl.next_message(message, wanted);
@@ -356,9 +367,9 @@ awaitable<std::optional<DecodeResult>> WsTransport::read() {
       std::tie(ec, n) = co_await impl.socket.async_read_some(
           impl.in.prepare(std::max(missing, kReadSize)),
           asio::bind_cancellation_slot(impl.stop.slot(), use_nothrow));
-      if (impl.reading_stopped) co_return std::nullopt;
     }
     if (ec) co_return std::nullopt;
+    // Kept even when reading stopped meanwhile: the closing handshake parses on from here.
     impl.in.commit(n);
     impl.metrics.bytes_in.inc(n);
   }
@@ -402,6 +413,7 @@ awaitable<error_code> WsTransport::write(std::span<const OutFrame> frames) {
     impl.metrics.bytes_out.inc(n);
   }
   impl.writing = false;
+  impl.flushed.notify();
   co_return ec;
 }
 
@@ -436,6 +448,7 @@ std::size_t WsTransport::try_write(const EncodedFrame& frame) {
 void WsTransport::stop_reading() {
   impl_->reading_stopped = true;
   impl_->stop.emit(asio::cancellation_type::terminal);
+  impl_->flushed.notify();  // a read() held back by unsent pongs
 }
 
 void WsTransport::close() {
@@ -449,8 +462,10 @@ void WsTransport::close() {
     impl.close_socket();
     return;
   }
-  if (impl.bad_frame) impl.send_close(CloseCode::policy_violation, "bad frame");
-  else if (impl.server_stopping.load(std::memory_order_relaxed))
+  if (impl.bad_frame) {
+    impl.counters.policy_closes.inc();
+    impl.send_close(CloseCode::policy_violation, "bad frame");
+  } else if (impl.server_stopping.load(std::memory_order_relaxed))
     impl.send_close(CloseCode::going_away, "server shutting down");
   else impl.send_close(CloseCode::normal, "");
   asio::co_spawn(executor_, finish_close(impl_), [peer = peer_](std::exception_ptr e) {
@@ -464,6 +479,9 @@ void WsTransport::tick(std::chrono::steady_clock::time_point now) {
   auto silent = now - impl.last_heard;
   if (silent >= impl.idle_timeout) {
     log::info("ws {}: no answer to keep-alive pings, closing", peer_);
+    impl.close_socket();
+  } else if (impl.flushing && now - impl.flush_started >= impl.idle_timeout) {
+    log::info("ws {}: control frames unread for the whole keep-alive timeout, closing", peer_);
     impl.close_socket();
   } else if (silent >= impl.idle_timeout / 2 && !impl.pinging && !impl.close_code) {
     impl.pinging = true;

@@ -698,3 +698,43 @@ TEST_CASE("ws raw: a 200 KiB binary message with a 64-bit length round-trips its
   }());
   CHECK(server.running());
 }
+
+TEST_CASE("ws raw: a client that sends pings and never reads the pongs is held back, then served") {
+  ServerProcess server;
+  run([&]() -> awaitable<void> {
+    const std::string port = server.port("http");
+    auto conn = co_await open_ws(port);
+    // 1 MiB of 125-byte pings per write. The server answers each with a pong the client does
+    // not read: once the socket buffers are full it must stop reading pings, so the client's
+    // writes stall; a server that kept reading would queue pongs without bound.
+    std::string batch;
+    const std::string payload(125, 'p');
+    while (batch.size() < (1u << 20)) batch += client_frame(true, kPing, payload);
+    std::size_t sent = 0;
+    bool stalled = false;
+    while (sent < (64u << 20)) {
+      conn->stream.expires_after(2s);
+      auto [ec, n] = co_await asio::async_write(conn->stream, asio::buffer(batch), use_nothrow);
+      conn->stream.expires_never();
+      sent += n;
+      if (ec == beast::error::timeout) {
+        stalled = true;
+        break;
+      }
+      REQUIRE_FALSE(ec);
+    }
+    INFO("sent " << sent << " bytes of pings");
+    CHECK(stalled);
+    // A timed-out write leaves the stream unusable: a fresh connection shows the server is fine.
+    auto again = co_await open_ws(port);
+    const std::string text = echo_request(12, "after the flood").dump();
+    auto ec = co_await send_bytes(*again, client_frame(true, kText, text));
+    REQUIRE_FALSE(ec);
+    auto reply = co_await read_message(*again);
+    INFO(reply.describe());
+    REQUIRE(reply.status == ReadStatus::frame);
+    auto j = json::parse(reply.payload, nullptr, false);
+    CHECK(j["text"] == "after the flood");
+  }());
+  CHECK(server.running());
+}
