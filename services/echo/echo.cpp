@@ -16,9 +16,10 @@ constexpr std::size_t kFirstBuffer = 2 * 1024;
 constexpr std::size_t kLargestBuffer = 64 * 1024;
 constexpr std::size_t kMaxDatagram = 64 * 1024;
 
-// Waits for data and then reads it without blocking, and writes at once what the socket takes:
-// one recv and one send per round trip, where async_read_some would first try a recv that finds
-// nothing and async_write would hand even an immediate send's completion to the scheduler.
+// Reads through Asio's reactor and writes at once what the socket takes: one recv and one send
+// per round trip. After a read that emptied the socket, the next read is queued without a system
+// call, where a wait for readability would re-arm epoll every time; and a direct write_some
+// spares the scheduler the completion of an async write that finished at once.
 template <class Socket>
 awaitable<void> echo_stream(Socket socket) {
   error_code ec;
@@ -26,11 +27,8 @@ awaitable<void> echo_stream(Socket socket) {
   if (ec) co_return;
   std::vector<char> buffer(kFirstBuffer);
   for (;;) {
-    auto [wait_ec] = co_await socket.async_wait(Socket::wait_read, use_nothrow);
-    if (wait_ec) co_return;
-    const std::size_t n = socket.read_some(asio::buffer(buffer), ec);
-    if (ec == asio::error::would_block) continue;
-    if (ec) co_return;  // end of stream included
+    auto [read_ec, n] = co_await socket.async_read_some(asio::buffer(buffer), use_nothrow);
+    if (read_ec) co_return;  // end of stream included
     std::size_t written = socket.write_some(asio::buffer(buffer.data(), n), ec);
     if (ec == asio::error::would_block) written = 0;
     else if (ec) co_return;

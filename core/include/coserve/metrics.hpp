@@ -13,14 +13,33 @@
 
 namespace coserve {
 
+// Sharded by thread: each thread bumps a cache line of its own, so I/O threads counting every
+// frame do not bounce one line between cores. Reading sums the shards.
 class Counter {
  public:
-  void inc(std::uint64_t n = 1) noexcept { value_.fetch_add(n, std::memory_order_relaxed); }
-  void dec(std::uint64_t n = 1) noexcept { value_.fetch_sub(n, std::memory_order_relaxed); }
-  std::uint64_t value() const noexcept { return value_.load(std::memory_order_relaxed); }
+  void inc(std::uint64_t n = 1) noexcept { mine().fetch_add(n, std::memory_order_relaxed); }
+  // A gauge going down on another thread than it went up leaves one shard "negative"; the sum
+  // wraps back to the right value.
+  void dec(std::uint64_t n = 1) noexcept { mine().fetch_sub(n, std::memory_order_relaxed); }
+  std::uint64_t value() const noexcept {
+    std::uint64_t sum = 0;
+    for (auto& shard : shards_) sum += shard.value.load(std::memory_order_relaxed);
+    return sum;
+  }
 
  private:
-  std::atomic<std::uint64_t> value_{0};
+  static constexpr std::size_t kShards = 16;  // more threads than this share shards, still exact
+  struct alignas(64) Shard {
+    std::atomic<std::uint64_t> value{0};
+  };
+  static std::size_t thread_shard() noexcept {
+    static std::atomic<std::size_t> next{0};
+    thread_local const std::size_t shard = next.fetch_add(1, std::memory_order_relaxed) % kShards;
+    return shard;
+  }
+  std::atomic<std::uint64_t>& mine() noexcept { return shards_[thread_shard()].value; }
+
+  Shard shards_[kShards];
 };
 
 class Metrics {

@@ -33,6 +33,8 @@ class StreamTransport final : public Transport {
   static constexpr bool kPlainSocket =
       std::is_same_v<Socket, asio::ip::tcp::socket> ||
       std::is_same_v<Socket, asio::local::stream_protocol::socket>;
+  // Read buffer between frames: a small request fits in one read.
+  static constexpr std::size_t kIdleBuffer = 512;
 
  public:
   StreamTransport(Socket socket, FrameLimits limits, Metrics& metrics)
@@ -54,28 +56,14 @@ class StreamTransport final : public Transport {
       if (auto item = decoder_.next()) co_return item;
       error_code ec;
       std::size_t n = 0;
-      bool done = false;
-      if constexpr (kPlainSocket) {
-        if (decoder_.idle()) {
-          // Nothing half-read: wait for data holding no buffer, so an idle connection costs
-          // little, then take what arrived without blocking.
-          decoder_.shrink(0);
-          std::tie(ec) = co_await socket_.async_wait(
-              Socket::wait_read, asio::bind_cancellation_slot(stop_.slot(), use_nothrow));
-          if (ec) co_return std::nullopt;
-          auto space = decoder_.prepare(4096);
-          n = socket_.read_some(asio::buffer(space.data(), space.size()), ec);
-          if (ec == asio::error::would_block) continue;
-          done = true;
-        }
-      }
-      if (!done) {
-        // A frame is streaming in: larger reads.
-        auto space = decoder_.prepare(decoder_.idle() ? 4096 : 64 * 1024);
-        std::tie(ec, n) = co_await socket_.async_read_some(
-            asio::buffer(space.data(), space.size()),
-            asio::bind_cancellation_slot(stop_.slot(), use_nothrow));
-      }
+      // Between frames: a small buffer, so an idle connection costs little. Asio's reactor reads
+      // into it when data arrives; after a read that emptied the socket the next one is queued
+      // without a system call (a wait for readability would re-arm epoll every time).
+      decoder_.shrink(kIdleBuffer);
+      auto space = decoder_.prepare(decoder_.idle() ? kIdleBuffer : 64 * 1024);
+      std::tie(ec, n) = co_await socket_.async_read_some(
+          asio::buffer(space.data(), space.size()),
+          asio::bind_cancellation_slot(stop_.slot(), use_nothrow));
       if (ec) co_return std::nullopt;
       decoder_.commit(n);
       metrics_.bytes_in.inc(n);
