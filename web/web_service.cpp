@@ -143,7 +143,7 @@ struct WebService::Impl {
     (it == responses.end() ? *responses_other : *it->second).inc();
   }
 
-  // A WebSocket upgrade that passed the checks, handed from the HTTP loop to serve_ws.
+  // A WebSocket upgrade that passed the checks, handed from the HTTP loop to the session.
   // Only the socket moves on: a moved beast::tcp_stream keeps an implementation (timers
   // included) behind, which an idle WebSocket would carry for its whole life.
   struct Upgrade {
@@ -153,7 +153,6 @@ struct WebService::Impl {
   };
   awaitable<void> serve(tcp::socket socket);
   awaitable<std::unique_ptr<Upgrade>> serve_http(tcp::socket socket);
-  awaitable<void> serve_ws(Upgrade upgrade);
   awaitable<Response> respond(const Request& req);
   awaitable<Response> static_file(const Request& req, std::string_view path);
   Response healthz(const Request& req);
@@ -234,14 +233,23 @@ awaitable<error_code> write_response(beast::tcp_stream& stream, http::response<B
 }  // namespace
 
 awaitable<void> WebService::Impl::serve(tcp::socket socket) {
-  // The HTTP loop's frame (parser, buffers, responses) is gone before the WebSocket session
-  // starts, and the upgrade is held by pointer and freed before it: this frame stays for the
-  // connection's whole life, and idle WebSockets must stay cheap.
+  // This frame stays for the connection's whole life: the HTTP loop runs in a frame of its own,
+  // gone before the WebSocket session starts, and the upgrade is freed once handed over.
   auto upgrade = co_await serve_http(std::move(socket));
   if (!upgrade) co_return;
-  auto session = serve_ws(std::move(*upgrade));  // moves the upgrade into the session's frame
+  ws_upgrades.inc();
+  ws_active.inc();
+  struct Active {
+    Counter& gauge;
+    ~Active() { gauge.dec(); }
+  } active{ws_active};
+  Session session(std::make_unique<WsTransport>(std::move(upgrade->socket),
+                                                std::move(upgrade->early_bytes),
+                                                std::move(upgrade->peer), frame_limits, metrics,
+                                                ws_counters, stopping, ws_idle_timeout),
+                  SessionEnv{dispatcher, metrics, connections, session_limits});
   upgrade.reset();
-  co_await std::move(session);
+  co_await session.run();
 }
 
 awaitable<std::unique_ptr<WebService::Impl::Upgrade>> WebService::Impl::serve_http(
@@ -419,23 +427,6 @@ awaitable<Response> WebService::Impl::static_file(const Request& req, std::strin
     res.set("X-Frame-Options", "DENY");
   }
   co_return res;
-}
-
-// ---- WebSocket -------------------------------------------------------------------------------
-
-awaitable<void> WebService::Impl::serve_ws(Upgrade upgrade) {
-  ws_upgrades.inc();
-  ws_active.inc();
-  struct Active {
-    Counter& gauge;
-    ~Active() { gauge.dec(); }
-  } active{ws_active};
-  Session session(std::make_unique<WsTransport>(std::move(upgrade.socket),
-                                                std::move(upgrade.early_bytes),
-                                                std::move(upgrade.peer), frame_limits, metrics,
-                                                ws_counters, stopping, ws_idle_timeout),
-                  SessionEnv{dispatcher, metrics, connections, session_limits});
-  co_await session.run();
 }
 
 }  // namespace coserve::web

@@ -123,6 +123,7 @@ struct WsTransport::Impl : std::enable_shared_from_this<Impl> {
     std::string_view data;
   };
   Step next_message(Message& out, std::size_t& wanted);
+  Step next_decoded(std::optional<DecodeResult>& out, std::size_t& wanted);
   void fail(CloseCode code, const char* why);
   void queue_control(std::string frame);
   void send_close(CloseCode code, std::string_view reason);
@@ -316,42 +317,47 @@ WsTransport::~WsTransport() {
   if (!impl_->closed) impl_->close_socket();
 }
 
+// The next message decoded, or why there is none. Kept out of read(), whose coroutine frame an
+// idle connection holds: only what lives across a wait belongs there.
+WsTransport::Impl::Step WsTransport::Impl::next_decoded(std::optional<DecodeResult>& out,
+                                                        std::size_t& wanted) {
+  Message message;
+  auto step = next_message(message, wanted);
+  if (step != Step::message) return step;
+  if (message.text) {
+    counters.messages_in_text.inc();
+    if (!ws::valid_utf8(message.data)) {
+      fail(CloseCode::invalid_data, "a text message that is not UTF-8");
+      return Step::ended;
+    }
+    out = decode_json_only(message.data, limits);
+  } else {
+    counters.messages_in_binary.inc();
+    out = decode_whole_frame(message.data, limits);
+    if (auto* error = std::get_if<DecodeError>(&*out); error && error->code == errc::bad_frame) {
+      // Message boundaries are intact, so TCP's rule would keep going; but a binary message
+      // that is not a frame means the client does not speak the protocol: reply, then 1008.
+      error->fatal = true;
+      bad_frame = true;
+    }
+  }
+  release_fragments();
+  return Step::message;
+}
+
 awaitable<std::optional<DecodeResult>> WsTransport::read() {
   auto& impl = *impl_;
+  std::optional<DecodeResult> result;
   for (;;) {
-    if (impl.reading_stopped || impl.close_code) co_return std::nullopt;
+    if (impl.reading_stopped || impl.close_code) break;
     if (impl.pending.size() >= kMaxPendingControl) {
       // The peer does not read what it asked for (pongs): read nothing more until it does.
       auto ec = co_await impl.flushed.wait();
-      if (ec) co_return std::nullopt;
+      if (ec) break;
       continue;
     }
-    Impl::Message message;
     std::size_t wanted = 0;
-    auto step = impl.next_message(message, wanted);
-    if (step == Impl::Step::ended) co_return std::nullopt;
-    if (step == Impl::Step::message) {
-      if (message.text) {
-        impl.counters.messages_in_text.inc();
-        if (!ws::valid_utf8(message.data)) {
-          impl.fail(CloseCode::invalid_data, "a text message that is not UTF-8");
-          co_return std::nullopt;
-        }
-        DecodeResult result = decode_json_only(message.data, impl.limits);
-        impl.release_fragments();
-        co_return result;
-      }
-      impl.counters.messages_in_binary.inc();
-      DecodeResult result = decode_whole_frame(message.data, impl.limits);
-      impl.release_fragments();
-      if (auto* error = std::get_if<DecodeError>(&result); error && error->code == errc::bad_frame) {
-        // Message boundaries are intact, so TCP's rule would keep going; but a binary message
-        // that is not a frame means the client does not speak the protocol: reply, then 1008.
-        error->fatal = true;
-        impl.bad_frame = true;
-      }
-      co_return result;
-    }
+    if (impl.next_decoded(result, wanted) != Impl::Step::need_more) break;
     error_code ec;
     std::size_t n = 0;
     if (impl.in.empty() && !impl.in_message) {
@@ -359,7 +365,7 @@ awaitable<std::optional<DecodeResult>> WsTransport::read() {
       impl.in.release_if_empty();
       std::tie(ec) = co_await impl.socket.async_wait(
           asio::ip::tcp::socket::wait_read, asio::bind_cancellation_slot(impl.stop.slot(), use_nothrow));
-      if (ec || impl.reading_stopped) co_return std::nullopt;
+      if (ec || impl.reading_stopped) break;
       n = impl.socket.read_some(impl.in.prepare(kReadSize), ec);
       if (ec == asio::error::would_block) continue;
     } else {
@@ -368,11 +374,12 @@ awaitable<std::optional<DecodeResult>> WsTransport::read() {
           impl.in.prepare(std::max(missing, kReadSize)),
           asio::bind_cancellation_slot(impl.stop.slot(), use_nothrow));
     }
-    if (ec) co_return std::nullopt;
+    if (ec) break;
     // Kept even when reading stopped meanwhile: the closing handshake parses on from here.
     impl.in.commit(n);
     impl.metrics.bytes_in.inc(n);
   }
+  co_return result;
 }
 
 awaitable<error_code> WsTransport::write(std::span<const OutFrame> frames) {
