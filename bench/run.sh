@@ -17,7 +17,7 @@
 #   BENCH_NODE=auto                      0: skip the Node.js `ws` baseline of ws_echo
 #   BENCH_NODE_DIR=build/bench-node      where `npm install --no-save ws` puts the package
 #   BENCH_FILE_BYTES=1G                  files: size of the file uploaded and downloaded
-#   BENCH_SCENARIOS="raw_pingpong framed_pingpong bulk idle framed_idle chat_fanout command_true ws_echo ws_idle files"
+#   BENCH_SCENARIOS="raw_pingpong framed_pingpong pingpong_one_worker bulk idle framed_idle chat_fanout command_true ws_echo ws_idle files"
 #   BENCH_SERVER_CPUS= BENCH_CLIENT_CPUS=  taskset CPU lists to pin servers / generator
 #   BENCH_COSERVE_ARGS=                  extra coserve flags, e.g. "--set some.key=value"
 #   BENCH_BUILD=1                        0: use the binaries as they are
@@ -47,7 +47,7 @@ CHAT_SENDERS=${BENCH_CHAT_SENDERS:-4}
 COMMAND_RUNS=${BENCH_COMMAND_RUNS:-1000}
 WS_IDLE_CONNS=${BENCH_WS_IDLE_CONNS:-$IDLE_CONNS}
 FILE_BYTES=${BENCH_FILE_BYTES:-1G}
-SCENARIOS=${BENCH_SCENARIOS:-raw_pingpong framed_pingpong bulk idle framed_idle chat_fanout command_true ws_echo ws_idle files}
+SCENARIOS=${BENCH_SCENARIOS:-raw_pingpong framed_pingpong pingpong_one_worker bulk idle framed_idle chat_fanout command_true ws_echo ws_idle files}
 BIN_DIR=${BENCH_BIN_DIR:-$root/build/release/bin}
 OUT_DIR=${BENCH_OUT:-$root/build/bench}
 NODE_DIR=${BENCH_NODE_DIR:-$root/build/bench-node}
@@ -302,6 +302,25 @@ scenario_framed_pingpong() {
   run_bench coserve-framed framed-pingpong "$framed" $(pingpong_args) --server-pid "$coserve_pid"
   add_check "framed echo / raw echo (coserve)|coserve-framed/coserve-raw:msgs_per_s>=0.75"
   add_check "server CPU per round trip, framed / raw (lower is better)|coserve-framed/coserve-raw:server_cpu_us_per_msg"
+}
+
+# The ping-pongs again with one coserve worker: the epoll baseline is one thread, and on two
+# cores shared with the generator a second worker is a third busy thread (the default run's p99
+# shows the time slices it waits). Both runs are reported; neither replaces the other.
+scenario_pingpong_one_worker() {
+  local echo_tcp framed
+  stop_coserve
+  start_coserve --set server.workers=1
+  echo_tcp=$(coserve_addr echo_tcp)
+  framed=$(coserve_addr framed)
+  # shellcheck disable=SC2046
+  run_bench coserve-raw-1w raw-pingpong "$echo_tcp" $(pingpong_args) --server-pid "$coserve_pid"
+  # shellcheck disable=SC2046
+  run_bench coserve-framed-1w framed-pingpong "$framed" $(pingpong_args) --server-pid "$coserve_pid"
+  add_check "raw echo ping-pong, one coserve worker / epoll (one thread each)|coserve-raw-1w/epoll-raw:msgs_per_s>=0.90"
+  add_check "framed echo / raw echo, one coserve worker|coserve-framed-1w/coserve-raw-1w:msgs_per_s>=0.75"
+  stop_coserve
+  start_coserve
 }
 
 scenario_bulk() {
