@@ -421,6 +421,35 @@ awaitable<CloseOutcome> send_and_read_close(std::string port, std::string bytes)
   co_return out;
 }
 
+// A text reply to an echo request: an unmasked text message {"id", "ok": true, "text"}.
+void check_text_echo(const ServerFrame& reply, int id, const std::string& text) {
+  INFO(reply.describe());
+  REQUIRE(reply.status == ReadStatus::frame);
+  CHECK(reply.opcode == kText);
+  CHECK_FALSE(reply.masked);
+  auto j = json::parse(reply.payload, nullptr, false);
+  REQUIRE_FALSE(j.is_discarded());
+  CHECK(j["id"] == id);
+  CHECK(j["ok"] == true);
+  CHECK(j["text"] == text);
+}
+
+// A binary reply to an echo request with a body: one protocol frame carrying the same body.
+void check_binary_echo(const ServerFrame& reply, int id, const std::string& text,
+                       const std::string& body) {
+  INFO(reply.describe());
+  REQUIRE(reply.status == ReadStatus::frame);
+  CHECK(reply.opcode == kBinary);
+  CHECK_FALSE(reply.masked);
+  auto decoded = decode_protocol_frame(reply.payload);
+  REQUIRE(decoded.valid);
+  CHECK(decoded.head["id"] == id);
+  CHECK(decoded.head["ok"] == true);
+  CHECK(decoded.head["text"] == text);
+  CHECK(decoded.body.size() == body.size());
+  CHECK(decoded.body == body);
+}
+
 }  // namespace
 
 TEST_CASE("ws raw: the 101 carries the RFC 6455 accept key and a text request gets one text frame back") {
@@ -445,17 +474,9 @@ TEST_CASE("ws raw: the 101 carries the RFC 6455 accept key and a text request ge
     ec = co_await send_bytes(*conn, frame);
     REQUIRE_FALSE(ec);
     auto reply = co_await read_frame(*conn);
-    INFO(reply.describe());
-    REQUIRE(reply.status == ReadStatus::frame);
-    CHECK(reply.opcode == kText);
+    check_text_echo(reply, 1, "hi");
     CHECK(reply.fin);
     CHECK(reply.rsv == 0);
-    CHECK_FALSE(reply.masked);
-    auto j = json::parse(reply.payload, nullptr, false);
-    REQUIRE_FALSE(j.is_discarded());
-    CHECK(j["id"] == 1);
-    CHECK(j["ok"] == true);
-    CHECK(j["text"] == "hi");
   }());
   CHECK(server.running());
 }
@@ -489,15 +510,7 @@ TEST_CASE("ws raw: a request in three fragments with a ping between them gets th
     ec = co_await send_bytes(*conn, f3);
     REQUIRE_FALSE(ec);
     auto reply = co_await read_message(*conn);
-    INFO(reply.describe());
-    REQUIRE(reply.status == ReadStatus::frame);
-    CHECK(reply.opcode == kText);
-    CHECK_FALSE(reply.masked);
-    auto j = json::parse(reply.payload, nullptr, false);
-    REQUIRE_FALSE(j.is_discarded());
-    CHECK(j["id"] == 2);
-    CHECK(j["ok"] == true);
-    CHECK(j["text"] == "fragmented hello");
+    check_text_echo(reply, 2, "fragmented hello");
   }());
   CHECK(server.running());
 }
@@ -522,17 +535,7 @@ TEST_CASE("ws raw: a binary request in fragments with a body gets a binary reply
     ec = co_await send_bytes(*conn, f3);
     REQUIRE_FALSE(ec);
     auto reply = co_await read_message(*conn);
-    INFO(reply.describe());
-    REQUIRE(reply.status == ReadStatus::frame);
-    CHECK(reply.opcode == kBinary);
-    CHECK_FALSE(reply.masked);
-    auto decoded = decode_protocol_frame(reply.payload);
-    REQUIRE(decoded.valid);
-    CHECK(decoded.head["id"] == 3);
-    CHECK(decoded.head["ok"] == true);
-    CHECK(decoded.head["text"] == "binary fragments");
-    CHECK(decoded.body.size() == body.size());
-    CHECK(decoded.body == body);
+    check_binary_echo(reply, 3, "binary fragments", body);
   }());
   CHECK(server.running());
 }
@@ -592,10 +595,7 @@ TEST_CASE("ws raw: protocol errors get close 1002 - reserved opcode, long contro
     auto ec = co_await send_bytes(*conn, frame);
     REQUIRE_FALSE(ec);
     auto reply = co_await read_message(*conn);
-    INFO(reply.describe());
-    REQUIRE(reply.status == ReadStatus::frame);
-    auto j = json::parse(reply.payload, nullptr, false);
-    CHECK(j["text"] == "still here");
+    check_text_echo(reply, 60, "still here");
   }());
   CHECK(server.running());
 }
@@ -658,14 +658,7 @@ TEST_CASE("ws raw: a first frame sent in the same write as the upgrade request s
     INFO(head->raw);
     REQUIRE(head->status == 101);
     auto reply = co_await read_message(*conn, 5s);
-    INFO(reply.describe());
-    REQUIRE(reply.status == ReadStatus::frame);
-    CHECK(reply.opcode == kText);
-    auto j = json::parse(reply.payload, nullptr, false);
-    REQUIRE_FALSE(j.is_discarded());
-    CHECK(j["id"] == 9);
-    CHECK(j["ok"] == true);
-    CHECK(j["text"] == "pipelined");
+    check_text_echo(reply, 9, "pipelined");
   }());
   CHECK(server.running());
 }
@@ -684,17 +677,7 @@ TEST_CASE("ws raw: a 200 KiB binary message with a 64-bit length round-trips its
     auto ec = co_await send_bytes(*conn, frame);
     REQUIRE_FALSE(ec);
     auto reply = co_await read_message(*conn);
-    INFO(reply.describe());
-    REQUIRE(reply.status == ReadStatus::frame);
-    CHECK(reply.opcode == kBinary);
-    CHECK_FALSE(reply.masked);
-    auto decoded = decode_protocol_frame(reply.payload);
-    REQUIRE(decoded.valid);
-    CHECK(decoded.head["id"] == 10);
-    CHECK(decoded.head["ok"] == true);
-    CHECK(decoded.head["text"] == "big");
-    CHECK(decoded.body.size() == body.size());
-    CHECK(decoded.body == body);
+    check_binary_echo(reply, 10, "big", body);
   }());
   CHECK(server.running());
 }
@@ -731,10 +714,7 @@ TEST_CASE("ws raw: a client that sends pings and never reads the pongs is held b
     auto ec = co_await send_bytes(*again, client_frame(true, kText, text));
     REQUIRE_FALSE(ec);
     auto reply = co_await read_message(*again);
-    INFO(reply.describe());
-    REQUIRE(reply.status == ReadStatus::frame);
-    auto j = json::parse(reply.payload, nullptr, false);
-    CHECK(j["text"] == "after the flood");
+    check_text_echo(reply, 12, "after the flood");
   }());
   CHECK(server.running());
 }
