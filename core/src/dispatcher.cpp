@@ -23,16 +23,23 @@ Dispatcher::Dispatcher(Metrics& metrics, std::set<std::string, std::less<>> logi
 Service& Dispatcher::add(std::unique_ptr<Service> service) {
   std::string name(service->name());
   if (find(name)) throw std::invalid_argument("service '" + name + "' is registered twice");
-  ops_total_[name] =
-      &metrics_.counter("ops_total", "Requests dispatched, by service", "service=\"" + name + "\"");
+  routes_.push_back(Route{
+      service.get(),
+      &metrics_.counter("ops_total", "Requests dispatched, by service", "service=\"" + name + "\""),
+      needs_login(name)});
   services_.push_back(std::move(service));
   return *services_.back();
 }
 
-Service* Dispatcher::find(std::string_view name) const {
-  for (auto& s : services_)
-    if (s->name() == name) return s.get();
+const Dispatcher::Route* Dispatcher::route(std::string_view name) const {
+  for (auto& r : routes_)
+    if (r.service->name() == name) return &r;
   return nullptr;
+}
+
+Service* Dispatcher::find(std::string_view name) const {
+  auto* r = route(name);
+  return r ? r->service : nullptr;
 }
 
 bool Dispatcher::needs_login(std::string_view service) const {
@@ -44,17 +51,18 @@ void Dispatcher::count_error(errc code) {
 }
 
 awaitable<Outcome> Dispatcher::dispatch(Call& call) {
-  Service* service = find(call.service());
-  if (!service)
+  const Route* route = this->route(call.service());
+  if (!route)
     co_return Outcome::fail(errc::unknown_service,
                             "unknown service '" + std::string(call.service()) + "'");
+  Service* service = route->service;
   if (!service->has_op(call.op()))
     co_return Outcome::fail(errc::unknown_op, "service '" + std::string(call.service()) +
                                                   "' has no op '" + std::string(call.op()) + "'");
-  if (needs_login(call.service()) && call.session().user().empty())
+  if (route->needs_login && call.session().user().empty())
     co_return Outcome::fail(errc::unauthenticated,
                             "service '" + std::string(call.service()) + "' needs a login");
-  ops_total_.find(call.service())->second->inc();
+  route->ops_total->inc();
   // The outcome is set inside the handlers and returned after them: g++ 12 miscompiles a
   // co_return inside a catch block of a coroutine.
   Outcome outcome;

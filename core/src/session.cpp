@@ -392,17 +392,19 @@ void Session::cancel_all_calls() {
 // ---- Call ------------------------------------------------------------------------------------
 
 Call::Call(Session& session, std::shared_ptr<detail::CallState> state, Frame request)
-    : session_(session), state_(std::move(state)), request_(std::move(request)) {}
+    : session_(session),
+      state_(std::move(state)),
+      request_(std::move(request)),
+      service_(request_.head.at("service").get_ref<const std::string&>()),
+      op_(request_.head.at("op").get_ref<const std::string&>()) {}
 
 Call::~Call() = default;
 
 const json& Call::id() const noexcept { return state_->id; }
 
-std::string_view Call::service() const {
-  return request_.head["service"].get_ref<const std::string&>();
-}
+std::string_view Call::service() const { return service_; }
 
-std::string_view Call::op() const { return request_.head["op"].get_ref<const std::string&>(); }
+std::string_view Call::op() const { return op_; }
 
 asio::any_io_executor Call::executor() const { return session_.executor(); }
 

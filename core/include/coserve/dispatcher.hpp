@@ -37,10 +37,18 @@ class Dispatcher {
   void count_error(errc code);
 
  private:
+  // What dispatch() needs of a service, found with one lookup by name per request.
+  struct Route {
+    Service* service;
+    Counter* ops_total;
+    bool needs_login;
+  };
+  const Route* route(std::string_view name) const;
+
   Metrics& metrics_;
   std::set<std::string, std::less<>> login_required_;
   std::vector<std::unique_ptr<Service>> services_;
-  std::map<std::string, Counter*, std::less<>> ops_total_;
+  std::vector<Route> routes_;
   std::map<errc, Counter*> errors_total_;
 };
 

@@ -97,6 +97,8 @@ class Call {
   Session& session_;
   std::shared_ptr<detail::CallState> state_;
   Frame request_;
+  // Into request_.head, looked up once: dispatching asks for them several times.
+  std::string_view service_, op_;
 };
 
 // The type-erased interface the dispatcher routes to. Most services derive from BasicService.
