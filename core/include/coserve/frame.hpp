@@ -101,7 +101,7 @@ class FrameDecoder {
   std::optional<DecodeResult> next();
 
   std::size_t buffered() const noexcept { return end_ - begin_; }
-  // True when no frame is partly received: a reader may wait holding no buffer.
+  // True when no frame is partly received: a reader may wait with a small buffer.
   bool idle() const noexcept { return !pending_ && begin_ == end_; }
   // Releases the buffer when nothing is buffered and it has grown past `keep` bytes (0: always).
   // Never call it while a read into prepare()'s span is pending.

@@ -28,8 +28,7 @@ std::string peer_name(const Stream& stream) {
 
 template <class Socket>
 class StreamTransport final : public Transport {
-  // Plain sockets (not TLS) can wait for readability without a buffer and read or write
-  // without blocking.
+  // Plain sockets (not TLS) can be written without blocking and send files with sendfile.
   static constexpr bool kPlainSocket =
       std::is_same_v<Socket, asio::ip::tcp::socket> ||
       std::is_same_v<Socket, asio::local::stream_protocol::socket>;
