@@ -449,9 +449,13 @@ PartialUpload::Result PartialUpload::finish(
                         std::to_string(mtime_ns(st));
     ::fsetxattr(fd_.get(), kDigestXattr, value.data(), value.size(), 0);
   }
-  if (::renameat2(dir_.get(), partial_.c_str(), dir_.get(), leaf_.c_str(),
-                  overwrite_ ? 0 : RENAME_NOREPLACE) != 0)
-    throw_errno(errno, leaf_);
+  int rename_error = 0;
+  claim_.release_after([&] {
+    if (::renameat2(dir_.get(), partial_.c_str(), dir_.get(), leaf_.c_str(),
+                    overwrite_ ? 0 : RENAME_NOREPLACE) != 0)
+      rename_error = errno;
+  });
+  if (rename_error != 0) throw_errno(rename_error, leaf_);
   // The metadata goes after the rename: a crash in between leaves a stray metadata file, which
   // a later put ignores because no partial goes with it.
   ::unlinkat(dir_.get(), meta_.c_str(), 0);
@@ -464,7 +468,7 @@ std::uint64_t PartialUpload::discard() {
   std::uint64_t bytes = 0;
   struct stat st {};
   if (fd_ && ::fstat(fd_.get(), &st) == 0) bytes = static_cast<std::uint64_t>(st.st_size);
-  ::unlinkat(dir_.get(), partial_.c_str(), 0);
+  claim_.release_after([&] { ::unlinkat(dir_.get(), partial_.c_str(), 0); });
   ::unlinkat(dir_.get(), meta_.c_str(), 0);
   fd_ = UniqueFd();
   return bytes;

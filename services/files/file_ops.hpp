@@ -93,6 +93,15 @@ class ActivePartials {
   UniqueFd open_claimed(int dir, const std::string& name, int flags, unsigned mode, Key& key,
                         const std::string& shown);
   void release(const Key& key);
+  // Runs `step` (the unlink or rename that ends the claimed file's name) and drops the claim
+  // under one lock: once the name is gone the inode number may be reused by the next partial,
+  // which a claim still held would refuse as busy.
+  template <class Step>
+  void release_after(const Key& key, Step&& step) {
+    std::lock_guard lock(mutex_);
+    step();
+    claimed_.erase(key);
+  }
   struct Removal {
     bool removed = false;
     bool claimed = false;     // an upload has it: it stays
@@ -180,6 +189,13 @@ class PartialUpload {
     void reset() {
       if (active) active->release(key);
       active = nullptr;
+    }
+    // `step` ends the file's name; the claim goes with it (ActivePartials::release_after).
+    template <class Step>
+    void release_after(Step&& step) {
+      if (!active) return step();
+      auto* owner = std::exchange(active, nullptr);
+      owner->release_after(key, std::forward<Step>(step));
     }
   };
   ActivePartials* active_ = nullptr;
