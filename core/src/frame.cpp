@@ -31,6 +31,7 @@ json id_of(const json& head) {
 // Parses and validates the JSON part of a frame.
 std::variant<json, DecodeError> parse_head(std::string_view text) {
   if (text.empty()) return DecodeError{errc::bad_frame, "empty JSON part", nullptr};
+  if (auto flat = detail::parse_flat_object(text)) return std::move(*flat);
   json head = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (head.is_discarded()) return DecodeError{errc::bad_frame, "JSON part does not parse", nullptr};
   if (!head.is_object())
@@ -39,6 +40,105 @@ std::variant<json, DecodeError> parse_head(std::string_view text) {
 }
 
 }  // namespace
+
+namespace detail {
+namespace {
+
+// A cursor over the text for parse_flat_object; every method fails (false) on anything it does
+// not know, and the caller then leaves the text to the full parser.
+struct FlatScanner {
+  const char* p;
+  const char* end;
+
+  void skip_space() noexcept {
+    while (p != end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) ++p;
+  }
+  bool take(char c) noexcept {
+    skip_space();
+    if (p == end || *p != c) return false;
+    ++p;
+    return true;
+  }
+  // A string of printable ASCII without escapes.
+  bool string(std::string_view& out) noexcept {
+    if (!take('"')) return false;
+    const char* start = p;
+    while (p != end && *p != '"') {
+      const auto c = static_cast<unsigned char>(*p);
+      if (c < 0x20 || c >= 0x7f || c == '\\') return false;
+      ++p;
+    }
+    if (p == end) return false;
+    out = std::string_view(start, static_cast<std::size_t>(p - start));
+    ++p;
+    return true;
+  }
+  bool word(std::string_view w) noexcept {
+    if (static_cast<std::size_t>(end - p) < w.size() || std::string_view(p, w.size()) != w)
+      return false;
+    p += w.size();
+    return true;
+  }
+  // An integer of at most 18 digits (it fits either 64-bit type). Fractions and exponents fail.
+  bool integer(json& out) noexcept {
+    const bool negative = p != end && *p == '-';
+    if (negative) ++p;
+    const char* digits = p;
+    std::uint64_t value = 0;
+    while (p != end && *p >= '0' && *p <= '9') value = value * 10 + std::uint64_t(*p++ - '0');
+    const auto count = p - digits;
+    if (count == 0 || count > 18 || (*digits == '0' && count > 1)) return false;
+    if (p != end && (*p == '.' || *p == 'e' || *p == 'E')) return false;
+    if (negative) out = -static_cast<std::int64_t>(value);
+    else out = value;
+    return true;
+  }
+  bool value(json& out) {
+    skip_space();
+    if (p == end) return false;
+    switch (*p) {
+      case '"': {
+        std::string_view text;
+        if (!string(text)) return false;
+        out = std::string(text);
+        return true;
+      }
+      case 't': return word("true") && (out = true, true);
+      case 'f': return word("false") && (out = false, true);
+      case 'n': return word("null") && (out = nullptr, true);
+      default: return integer(out);
+    }
+  }
+};
+
+}  // namespace
+
+std::optional<json> parse_flat_object(std::string_view text) {
+  FlatScanner in{text.data(), text.data() + text.size()};
+  if (!in.take('{')) return std::nullopt;
+  json object = json::object();
+  auto& members = object.get_ref<json::object_t&>();
+  in.skip_space();
+  if (in.p != in.end && *in.p == '}') {
+    ++in.p;
+  } else {
+    for (;;) {
+      std::string_view key;
+      json value;
+      if (!in.string(key) || !in.take(':') || !in.value(value)) return std::nullopt;
+      // The last of duplicate keys wins, as with nlohmann's parser.
+      members.insert_or_assign(std::string(key), std::move(value));
+      if (in.take(',')) continue;
+      if (!in.take('}')) return std::nullopt;
+      break;
+    }
+  }
+  in.skip_space();
+  if (in.p != in.end) return std::nullopt;
+  return object;
+}
+
+}  // namespace detail
 
 OutFrame encode_frame(const json& head, std::string body) {
   auto frame = std::make_shared<EncodedFrame>();

@@ -1,6 +1,8 @@
 // The frame codec, byte by byte: every split of a stream, limits, garbage.
 #include <catch2/catch.hpp>
 
+#include <random>
+
 #include "coserve/frame.hpp"
 
 using namespace coserve;
@@ -193,4 +195,87 @@ TEST_CASE("whole-message decoding (WebSocket) checks lengths and limits") {
 TEST_CASE("invalid UTF-8 from a service is replaced, not thrown") {
   auto f = encode_frame({{"text", std::string("\xff\xfe")}});
   CHECK(f->json_text().find("text") != std::string_view::npos);
+}
+
+namespace {
+
+// Every member's type, recursively: 1 and 1u compare equal in nlohmann, but a service asking
+// for an unsigned field sees the difference.
+std::string typed_dump(const json& v) {
+  // type(), not type_name(): the name is "number" for all three kinds of number.
+  if (!v.is_structured()) return std::to_string(static_cast<int>(v.type())) + ":" + v.dump();
+  std::string out = v.is_object() ? "{" : "[";
+  for (auto it = v.begin(); it != v.end(); ++it) {
+    if (v.is_object()) out += it.key() + "=";
+    out += typed_dump(it.value()) + ",";
+  }
+  return out + (v.is_object() ? "}" : "]");
+}
+
+}  // namespace
+
+TEST_CASE("the flat-object reader takes the common request shapes") {
+  for (std::string_view text : {
+           R"({"id":1,"service":"echo","op":"echo","text":"x"})",
+           R"( { "id" : -42 , "ok" : true, "n": null, "f": false } )",
+           R"({})",
+           "{\n\t\"a\":\"b c\"\r\n}",
+           R"({"id":"abc","id":7})",
+           R"({"big":999999999999999999,"neg":-999999999999999999,"zero":-0})",
+       }) {
+    INFO(text);
+    auto flat = detail::parse_flat_object(text);
+    REQUIRE(flat);
+    CHECK(typed_dump(*flat) == typed_dump(json::parse(text)));
+  }
+}
+
+TEST_CASE("the flat-object reader leaves everything unusual to the full parser") {
+  for (std::string_view text : {
+           R"({"a":"\n"})", "{\"a\":\"\xc3\xa9\"}", R"({"a":1.5})", R"({"a":1e3})",
+           R"({"a":1234567890123456789})", R"({"a":[1]})", R"({"a":{}})", R"({"a":01})",
+           R"({"a":-})", R"({"a":tru})", R"({"a":1,})", R"({"a" 1})", R"({"a":1} x)", R"([])",
+           R"("a")", "{\"a\":\"\x01\"}", R"({"a":1)", R"({a:1})", "{\"a\":\"\x7f\"}", R"({"a":"x)",
+       }) {
+    INFO(text);
+    CHECK_FALSE(detail::parse_flat_object(text));
+  }
+}
+
+TEST_CASE("the flat-object reader agrees with the full parser on random texts") {
+  // Pieces of valid and broken JSON, glued at random: most results are invalid, many are flat
+  // objects, some need the full parser. Whatever the fast reader accepts must parse, in full,
+  // to the same value with the same types.
+  const std::vector<std::string> pieces = {
+      "{", "}", "{", "}", ":", ":", ",", ",", " ", "\n", R"("id")", R"("op")", R"("a b")",
+      R"("")", R"("\"")", "\"\xc3\xa9\"", "\"\xff\"", "1", "0", "-0", "-7", "01", "1.5", "2e3",
+      "123456789012345678", "1234567890123456789", "true", "false", "null", "nul", "[", "]",
+      "\"\t\"", "x", "-",
+  };
+  std::mt19937 rng(20261126);
+  std::size_t fast = 0;
+  for (int i = 0; i < 200000; ++i) {
+    std::string text;
+    if (i % 2 == 0) {
+      // Shaped like an object, so that a good share of them are flat objects.
+      text = "{";
+      const int members = static_cast<int>(rng() % 4);
+      for (int m = 0; m < members; ++m) {
+        if (m > 0) text += pieces[6 + rng() % 4];  // usually ",", sometimes ":" or " "
+        text += pieces[10 + rng() % 8] + pieces[4 + rng() % 4] + pieces[13 + rng() % 20];
+      }
+      text += pieces[rng() % 4];
+    } else {
+      const int count = 1 + static_cast<int>(rng() % 8);
+      for (int k = 0; k < count; ++k) text += pieces[rng() % pieces.size()];
+    }
+    auto flat = detail::parse_flat_object(text);
+    if (!flat) continue;
+    ++fast;
+    INFO(text);
+    json full = json::parse(text, nullptr, /*allow_exceptions=*/false);
+    REQUIRE_FALSE(full.is_discarded());
+    REQUIRE(typed_dump(*flat) == typed_dump(full));
+  }
+  CHECK(fast > 10000);
 }

@@ -86,6 +86,14 @@ DecodeResult decode_whole_frame(std::string_view bytes, const FrameLimits& limit
 // Checks a JSON text as a frame head (a WebSocket text message is a JSON-only frame).
 DecodeResult decode_json_only(std::string_view text, const FrameLimits& limits);
 
+namespace detail {
+// The JSON part of most requests is one flat object of plain strings, integers, booleans and
+// nulls: this reads such a text several times faster than the general parser, giving the same
+// value. Anything else (escapes, non-ASCII, fractions, nesting, any error) gives nullopt, and
+// the caller parses the text in full.
+std::optional<json> parse_flat_object(std::string_view text);
+}  // namespace detail
+
 class FrameDecoder {
  public:
   explicit FrameDecoder(FrameLimits limits = {}) : limits_(limits) {}
