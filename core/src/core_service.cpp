@@ -6,11 +6,11 @@
 
 namespace coserve {
 
-awaitable<Outcome> CoreService::hello(Call& call) {
+Outcome CoreService::hello(Call& call) {
   json login = json::array();
   for (auto& service : dispatcher_.services())
     if (dispatcher_.needs_login(service->name())) login.push_back(service->name());
-  co_return Outcome::ok({
+  return Outcome::ok({
       {"server", ctx_.at("server.name")},
       {"version", kVersion},
       {"protocol", 1},
@@ -25,17 +25,17 @@ awaitable<Outcome> CoreService::hello(Call& call) {
   });
 }
 
-awaitable<Outcome> CoreService::ping(Call&) { co_return Outcome::ok(); }
+Outcome CoreService::ping(Call&) { return Outcome::ok(); }
 
-awaitable<Outcome> CoreService::cancel(Call& call) {
+Outcome CoreService::cancel(Call& call) {
   auto target = call.request().find("target");
   if (target == call.request().end() || !(target->is_number_integer() || target->is_string()))
-    co_return Outcome::fail(errc::bad_request, "field 'target' must be the id of a request");
+    return Outcome::fail(errc::bad_request, "field 'target' must be the id of a request");
   if (*target == call.id())
-    co_return Outcome::fail(errc::bad_request, "a cancel cannot target itself");
+    return Outcome::fail(errc::bad_request, "a cancel cannot target itself");
   if (!call.session().cancel_call(*target))
-    co_return Outcome::fail(errc::not_found, "no request with that id is in flight");
-  co_return Outcome::ok();
+    return Outcome::fail(errc::not_found, "no request with that id is in flight");
+  return Outcome::ok();
 }
 
 }  // namespace coserve

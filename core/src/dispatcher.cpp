@@ -50,38 +50,68 @@ void Dispatcher::count_error(errc code) {
   if (auto it = errors_total_.find(code); it != errors_total_.end()) it->second->inc();
 }
 
-awaitable<Outcome> Dispatcher::dispatch(Call& call) {
-  const Route* route = this->route(call.service());
+Outcome Service::handle_inline(std::string_view op, Call&) {
+  // Only the dispatcher calls this, and only when is_inline(op) said yes.
+  throw std::logic_error("op '" + std::string(op) + "' of service '" + std::string(name()) +
+                         "' is not inline");
+}
+
+std::optional<Outcome> Dispatcher::admit(const Route* route, Call& call) {
   if (!route)
-    co_return Outcome::fail(errc::unknown_service,
-                            "unknown service '" + std::string(call.service()) + "'");
-  Service* service = route->service;
-  if (!service->has_op(call.op()))
-    co_return Outcome::fail(errc::unknown_op, "service '" + std::string(call.service()) +
-                                                  "' has no op '" + std::string(call.op()) + "'");
+    return Outcome::fail(errc::unknown_service,
+                         "unknown service '" + std::string(call.service()) + "'");
+  if (!route->service->has_op(call.op()))
+    return Outcome::fail(errc::unknown_op, "service '" + std::string(call.service()) +
+                                               "' has no op '" + std::string(call.op()) + "'");
   if (route->needs_login && call.session().user().empty())
-    co_return Outcome::fail(errc::unauthenticated,
-                            "service '" + std::string(call.service()) + "' needs a login");
+    return Outcome::fail(errc::unauthenticated,
+                         "service '" + std::string(call.service()) + "' needs a login");
   route->ops_total->inc();
-  // The outcome is set inside the handlers and returned after them: g++ 12 miscompiles a
-  // co_return inside a catch block of a coroutine.
-  Outcome outcome;
+  return std::nullopt;
+}
+
+Outcome Dispatcher::failure(std::exception_ptr error, Call& call) {
   try {
-    outcome = co_await service->handle(call.op(), call);
+    std::rethrow_exception(error);
   } catch (const Error& e) {
-    outcome = Outcome::fail(e.code(), e.what());
+    return Outcome::fail(e.code(), e.what());
   } catch (const boost::system::system_error& e) {
-    if (call.cancelled() || e.code() == asio::error::operation_aborted) {
-      outcome = Outcome::fail(errc::cancelled, "cancelled");
-    } else {
-      log::error("session {} {}.{}: {}", call.session().id(), call.service(), call.op(), e.what());
-      outcome = Outcome::fail(errc::internal, "internal error");
-    }
+    if (call.cancelled() || e.code() == asio::error::operation_aborted)
+      return Outcome::fail(errc::cancelled, "cancelled");
+    log::error("session {} {}.{}: {}", call.session().id(), call.service(), call.op(), e.what());
   } catch (const std::exception& e) {
     log::error("session {} {}.{}: {}", call.session().id(), call.service(), call.op(), e.what());
-    outcome = Outcome::fail(errc::internal, "internal error");
+  } catch (...) {
+    log::error("session {} {}.{}: unknown exception", call.session().id(), call.service(),
+               call.op());
   }
+  return Outcome::fail(errc::internal, "internal error");
+}
+
+awaitable<Outcome> Dispatcher::dispatch(Call& call) {
+  const Route* route = this->route(call.service());
+  if (auto refusal = admit(route, call)) co_return std::move(*refusal);
+  // The exception is mapped after the handler: g++ 12 miscompiles a co_return inside a catch
+  // block of a coroutine.
+  Outcome outcome;
+  std::exception_ptr error;
+  try {
+    outcome = co_await route->service->handle(call.op(), call);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  if (error) outcome = failure(error, call);
   co_return outcome;
+}
+
+Outcome Dispatcher::dispatch_inline(Call& call) {
+  const Route* route = this->route(call.service());
+  if (auto refusal = admit(route, call)) return std::move(*refusal);
+  try {
+    return route->service->handle_inline(call.op(), call);
+  } catch (...) {
+    return failure(std::current_exception(), call);
+  }
 }
 
 json Dispatcher::describe() const {

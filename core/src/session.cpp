@@ -119,7 +119,7 @@ awaitable<void> Session::read_loop() {
     touch();
     if (auto* frame = std::get_if<Frame>(&*item)) {
       env_.metrics.frames_in.inc();
-      if (is_immediate(*frame)) co_await run_immediate(std::move(*frame));
+      if (is_inline(*frame)) run_inline(std::move(*frame));
       else on_frame(std::move(*frame));
     } else {
       auto& error = std::get<DecodeError>(*item);
@@ -322,7 +322,7 @@ void Session::on_frame(Frame frame) {
                  }));
 }
 
-bool Session::is_immediate(const Frame& frame) const {
+bool Session::is_inline(const Frame& frame) const {
   // Anything unusual (no valid id, unknown service, an id already in flight) takes the spawned
   // path, whose checks give the error replies.
   auto id = frame.head.find("id");
@@ -333,16 +333,16 @@ bool Session::is_immediate(const Frame& frame) const {
       !op->is_string())
     return false;
   Service* target = env_.dispatcher.find(service->get_ref<const std::string&>());
-  if (!target || !target->immediate(op->get_ref<const std::string&>())) return false;
+  if (!target || !target->is_inline(op->get_ref<const std::string&>())) return false;
   return calls_.empty() || !calls_.contains(id->dump());
 }
 
-awaitable<void> Session::run_immediate(Frame request) {
+void Session::run_inline(Frame request) {
   auto state = std::make_shared<detail::CallState>(request.head["id"]);
   Outcome outcome;
   {
     Call call(*this, state, std::move(request));
-    outcome = co_await env_.dispatcher.dispatch(call);
+    outcome = env_.dispatcher.dispatch_inline(call);
   }
   finish_call(*state, std::move(outcome));
 }

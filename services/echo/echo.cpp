@@ -58,8 +58,8 @@ awaitable<void> echo_datagrams(Socket& socket) {
 
 }  // namespace
 
-awaitable<Outcome> EchoService::echo(Call& call) {
-  co_return Outcome::ok({{"text", call.get_or<std::string>("text", "")}},
+Outcome EchoService::echo(Call& call) {
+  return Outcome::ok({{"text", call.get_or<std::string>("text", "")}},
                         std::move(call.body()));
 }
 

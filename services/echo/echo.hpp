@@ -10,12 +10,11 @@ namespace coserve::echo {
 class EchoService final : public BasicService<EchoService> {
  public:
   static constexpr std::string_view kName = "echo";
-  // Echo never waits, so it runs on the connection's reader (OpKind::immediate).
-  static constexpr auto ops() {
-    return std::array{op("echo", &EchoService::echo, OpKind::immediate)};
-  }
+  static constexpr auto ops() { return std::array{op("echo", &EchoService::echo)}; }
 
-  awaitable<Outcome> echo(Call& call);
+  // A plain function, not a coroutine: echo never waits, so the connection's reader runs it
+  // directly (see Op in coserve/service.hpp).
+  Outcome echo(Call& call);
   void add_listeners(Listeners& listeners) override;
 };
 

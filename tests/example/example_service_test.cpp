@@ -131,6 +131,32 @@ TEST_CASE("a service's config defaults are overridable and its errors reach the 
     CHECK(missing.head["error"]["message"] == "missing field 'ms'");
     json request24 = {{"service", "core"}, {"op", "hello"}};
     auto hello = co_await client.call(request24);
-    CHECK(hello.head["services"]["timer"] == json::array({"sleep", "countdown"}));
+    CHECK(hello.head["services"]["timer"] == json::array({"sleep", "countdown", "check"}));
+  }());
+}
+
+TEST_CASE("an inline op answers while a coroutine op waits, and its errors are error replies") {
+  InProcessServer server({"services.timer.max_ms=5000"});
+  test::run([&]() -> awaitable<void> {
+    Client client(co_await asio::this_coro::executor);
+    co_await client.connect("127.0.0.1", server.port());
+    auto slow = client.open({{"service", "timer"}, {"op", "sleep"}, {"ms", 1000}});
+    json fits = {{"service", "timer"}, {"op", "check"}, {"ms", 4000}};
+    auto yes = co_await client.call(fits);
+    CHECK(yes.head["fits"] == true);
+    CHECK_FALSE(slow.done());
+    json too_long = {{"service", "timer"}, {"op", "check"}, {"ms", 6000}};
+    auto no = co_await client.call(too_long);
+    CHECK(no.head["fits"] == false);
+    json no_ms = {{"service", "timer"}, {"op", "check"}};
+    auto missing = co_await client.call(no_ms);
+    CHECK(error_code_of(missing) == "bad_request");
+    CHECK(missing.head["error"]["message"] == "missing field 'ms'");
+    json wrong_type = {{"service", "timer"}, {"op", "check"}, {"ms", "soon"}};
+    auto mistyped = co_await client.call(wrong_type);
+    CHECK(error_code_of(mistyped) == "bad_request");
+    // The connection is still in order: the slow op ends normally.
+    auto slept = co_await slow.next();
+    CHECK(slept.head["slept_ms"] == 1000);
   }());
 }

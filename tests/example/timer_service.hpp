@@ -3,6 +3,7 @@
 // second example of docs/writing-a-service.md, and the slow op the multiplexing tests need.
 //   timer.sleep {ms}      → waits, then {slept_ms}; cancellable with core.cancel
 //   timer.countdown {from} → events "tick" {n} from `from` down to 1, then {ticks}
+//   timer.check {ms}       → {fits}: whether sleep would take it (an inline op: a plain function)
 #include <array>
 #include <chrono>
 
@@ -22,7 +23,8 @@ class TimerService final : public coserve::BasicService<TimerService> {
  public:
   static constexpr std::string_view kName = "timer";
   static constexpr auto ops() {
-    return std::array{op("sleep", &TimerService::sleep), op("countdown", &TimerService::countdown)};
+    return std::array{op("sleep", &TimerService::sleep), op("countdown", &TimerService::countdown),
+                      op("check", &TimerService::check)};
   }
   // Config keys under services.timer.*, overridable with --set like any other.
   static coserve::json defaults() { return {{"max_ms", 60000}}; }
@@ -38,6 +40,12 @@ class TimerService final : public coserve::BasicService<TimerService> {
     boost::asio::steady_timer timer(call.executor(), std::chrono::milliseconds(ms));
     co_await timer.async_wait(coserve::use_awaitable);  // core.cancel aborts this wait
     co_return Outcome::ok({{"slept_ms", ms}});
+  }
+
+  // Never waits, so a plain function: the connection's reader runs it without a coroutine.
+  Outcome check(Call& call) {
+    auto ms = call.get<std::int64_t>("ms");  // missing → bad_request, as in a coroutine op
+    return Outcome::ok({{"fits", ms >= 0 && ms <= max_ms_}});
   }
 
   awaitable<Outcome> countdown(Call& call) {

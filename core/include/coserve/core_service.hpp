@@ -12,16 +12,16 @@ class CoreService final : public BasicService<CoreService> {
  public:
   static constexpr std::string_view kName = "core";
   static constexpr auto ops() {
-    return std::array{op("hello", &CoreService::hello, OpKind::immediate),
-                      op("ping", &CoreService::ping, OpKind::immediate),
-                      op("cancel", &CoreService::cancel, OpKind::immediate)};
+    // All three never wait: plain functions, run inline on the connection's reader.
+    return std::array{op("hello", &CoreService::hello), op("ping", &CoreService::ping),
+                      op("cancel", &CoreService::cancel)};
   }
 
   explicit CoreService(ServiceContext& ctx) : ctx_(ctx.config), dispatcher_(ctx.dispatcher) {}
 
-  awaitable<Outcome> hello(Call& call);
-  awaitable<Outcome> ping(Call& call);
-  awaitable<Outcome> cancel(Call& call);
+  Outcome hello(Call& call);
+  Outcome ping(Call& call);
+  Outcome cancel(Call& call);
 
  private:
   const Config& ctx_;

@@ -4,8 +4,10 @@
 //
 // Threading: services are added before the server starts and never removed, so dispatch() may
 // run on every worker thread at once without locks. Each service guards its own shared state.
+#include <exception>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -30,6 +32,8 @@ class Dispatcher {
 
   // Never throws: exceptions from the service become `internal` (logged) or their Error code.
   awaitable<Outcome> dispatch(Call& call);
+  // The same for an op the service runs inline (Service::is_inline), without a coroutine.
+  Outcome dispatch_inline(Call& call);
 
   // {"service": ["op", ...], ...} for `hello`.
   json describe() const;
@@ -44,6 +48,11 @@ class Dispatcher {
     bool needs_login;
   };
   const Route* route(std::string_view name) const;
+  // The refusal of a call before its service sees it (unknown service or op, no login), if any;
+  // counts the call otherwise.
+  std::optional<Outcome> admit(const Route* route, Call& call);
+  // The reply for an exception that escaped a handler.
+  Outcome failure(std::exception_ptr error, Call& call);
 
   Metrics& metrics_;
   std::set<std::string, std::less<>> login_required_;

@@ -5,8 +5,8 @@
 //    public:
 //     static constexpr std::string_view kName = "greeter";
 //     static constexpr auto ops() { return std::array{op("hello", &Greeter::hello)}; }
-//     coserve::awaitable<coserve::Outcome> hello(coserve::Call& call) {
-//       co_return coserve::Outcome::ok({{"text", "hello " + call.get<std::string>("name")}});
+//     coserve::Outcome hello(coserve::Call& call) {
+//       return coserve::Outcome::ok({{"text", "hello " + call.get<std::string>("name")}});
 //     }
 //   };
 //
@@ -108,8 +108,10 @@ class Service {
   virtual std::string_view name() const = 0;
   virtual std::vector<std::string_view> op_names() const = 0;
   virtual bool has_op(std::string_view op) const = 0;
-  // True for ops declared OpKind::immediate (see there).
-  virtual bool immediate(std::string_view /*op*/) const { return false; }
+  // True for an inline op (see Op): handle_inline() runs it, on the connection's reader.
+  virtual bool is_inline(std::string_view /*op*/) const { return false; }
+  virtual Outcome handle_inline(std::string_view op, Call& call);
+  // Runs any op, inline ones included, in a coroutine.
   virtual awaitable<Outcome> handle(std::string_view op, Call& call) = 0;
   // Raw listeners this service serves (e.g. echo's TCP/UDP/Unix byte echo). Optional.
   virtual void add_listeners(Listeners&) {}
@@ -118,25 +120,27 @@ class Service {
   virtual void stop() {}
 };
 
-// How the session runs an op.
-//  - spawned (the default): in a coroutine of its own, so it may wait for anything (I/O, timers,
-//    offload, client frames) while other requests on the connection go on.
-//  - immediate: on the connection's reader, for ops that never wait (echo, ping): no coroutine
-//    is spawned, so they cost less. The connection reads nothing else until such an op returns,
-//    and it cannot be cancelled or receive() frames.
-enum class OpKind { spawned, immediate };
-
+// An op's handler says how the session runs it:
+//  - a coroutine, `awaitable<Outcome> f(Call&)`, runs in a coroutine of its own, so it may wait
+//    for anything (I/O, timers, offload, client frames) while other requests on the connection
+//    go on;
+//  - a plain function, `Outcome f(Call&)`, cannot wait, so the connection's reader calls it
+//    directly: no coroutine at all (echo, ping). The connection reads nothing else until it
+//    returns, and it cannot be cancelled or receive() frames: keep it short.
 template <class S>
 struct Op {
   std::string_view name;
-  awaitable<Outcome> (S::*handler)(Call&);
-  OpKind kind = OpKind::spawned;
+  awaitable<Outcome> (S::*coroutine)(Call&) = nullptr;
+  Outcome (S::*function)(Call&) = nullptr;  // an inline op
 };
 
 template <class S>
-constexpr Op<S> op(std::string_view name, awaitable<Outcome> (S::*handler)(Call&),
-                   OpKind kind = OpKind::spawned) {
-  return {name, handler, kind};
+constexpr Op<S> op(std::string_view name, awaitable<Outcome> (S::*handler)(Call&)) {
+  return {name, handler, nullptr};
+}
+template <class S>
+constexpr Op<S> op(std::string_view name, Outcome (S::*handler)(Call&)) {
+  return {name, nullptr, handler};
 }
 
 // CRTP base: the derived class provides `kName` and a constexpr `ops()` table.
@@ -154,15 +158,29 @@ class BasicService : public Service {
       if (o.name == name) return true;
     return false;
   }
-  bool immediate(std::string_view name) const final {
+  bool is_inline(std::string_view name) const final {
     for (auto& o : Derived::ops())
-      if (o.name == name) return o.kind == OpKind::immediate;
+      if (o.name == name) return o.function != nullptr;
     return false;
   }
-  awaitable<Outcome> handle(std::string_view name, Call& call) final {
+  Outcome handle_inline(std::string_view name, Call& call) final {
     for (auto& o : Derived::ops())
-      if (o.name == name) return (static_cast<Derived*>(this)->*o.handler)(call);
+      if (o.name == name && o.function) return (self()->*o.function)(call);
+    return Service::handle_inline(name, call);
+  }
+  awaitable<Outcome> handle(std::string_view name, Call& call) final {
+    for (auto& o : Derived::ops()) {
+      if (o.name != name) continue;
+      if (o.coroutine) return (self()->*o.coroutine)(call);
+      return run_function(o.function, call);
+    }
     throw Error(errc::unknown_op, "unknown op '" + std::string(name) + "'");
+  }
+
+ private:
+  Derived* self() noexcept { return static_cast<Derived*>(this); }
+  awaitable<Outcome> run_function(Outcome (Derived::*function)(Call&), Call& call) {
+    co_return (self()->*function)(call);
   }
 };
 

@@ -151,9 +151,9 @@ class Session : private SessionClock::Ticking {
   void on_frame(Frame frame);
   void on_decode_error(DecodeError error);
   awaitable<void> run_call(std::shared_ptr<detail::CallState> state, Frame request);
-  // OpKind::immediate requests run on the reader, without a coroutine of their own.
-  bool is_immediate(const Frame& frame) const;
-  awaitable<void> run_immediate(Frame request);
+  // Requests for inline ops (plain-function handlers) run on the reader, without a coroutine.
+  bool is_inline(const Frame& frame) const;
+  void run_inline(Frame request);
   void finish_call(const detail::CallState& state, Outcome outcome);
   void reply_error(const json& id, errc code, std::string message,
                    json details = json::object());
