@@ -3,6 +3,7 @@
 
 #include <array>
 #include <cerrno>
+#include <cstring>
 #include <vector>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -34,6 +35,8 @@ class StreamTransport final : public Transport {
       std::is_same_v<Socket, asio::local::stream_protocol::socket>;
   // Read buffer between frames: a small request fits in one read.
   static constexpr std::size_t kIdleBuffer = 512;
+  // Replies up to this size are copied into one buffer for try_write (see there).
+  static constexpr std::size_t kJoinedWriteMax = 1024;
 
  public:
   StreamTransport(Socket socket, FrameLimits limits, Metrics& metrics)
@@ -102,10 +105,20 @@ class StreamTransport final : public Transport {
   std::size_t try_write(const EncodedFrame& frame) override {
     if (frame.file.length > 0) return 0;  // the writer sends files
     if constexpr (kPlainSocket) {
-      std::array<asio::const_buffer, 2> buffers{asio::buffer(frame.head),
-                                                asio::buffer(frame.body)};
       error_code ec;
-      std::size_t n = socket_.write_some(buffers, ec);
+      std::size_t n = 0;
+      if (frame.size() <= kJoinedWriteMax) {
+        // One buffer makes Asio call send() rather than sendmsg(), which the kernel must first
+        // copy an iovec array for: measurably cheaper for the small replies of a busy server.
+        std::array<char, kJoinedWriteMax> joined;
+        std::memcpy(joined.data(), frame.head.data(), frame.head.size());
+        std::memcpy(joined.data() + frame.head.size(), frame.body.data(), frame.body.size());
+        n = socket_.write_some(asio::buffer(joined.data(), frame.size()), ec);
+      } else {
+        std::array<asio::const_buffer, 2> buffers{asio::buffer(frame.head),
+                                                  asio::buffer(frame.body)};
+        n = socket_.write_some(buffers, ec);
+      }
       if (ec) return 0;  // would block, or failed: the writer's async write finds out which
       metrics_.bytes_out.inc(n);
       return n;
