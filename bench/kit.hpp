@@ -243,34 +243,51 @@ class FrameReader {
   };
 
   awaitable<Frame> next(tcp::socket& sock) {
+    for (;;) {
+      if (auto frame = take()) co_return *frame;
+      co_await read_more(sock);
+    }
+  }
+
+  // The next frame if it is buffered whole (valid until the next take), else nullopt. A hot
+  // loop calls take() and reads into space() itself, with no coroutine per frame.
+  std::optional<Frame> take() {
     begin_ += consumed_;
     consumed_ = 0;
-    co_await fill(sock, 8);
+    if (end_ - begin_ < 8) return std::nullopt;
     auto* h = reinterpret_cast<const unsigned char*>(buf_.data() + begin_);
     std::size_t json_len = decode_u32(h), body_len = decode_u32(h + 4);
     // Far above the server's limits; only here so a corrupt header cannot make us allocate GiBs.
     if (json_len > (16u << 20) || body_len > (256u << 20)) throw std::runtime_error("frame too large");
-    co_await fill(sock, 8 + json_len + body_len);
+    need_ = 8 + json_len + body_len;
+    if (end_ - begin_ < need_) return std::nullopt;
     const char* p = buf_.data() + begin_ + 8;
-    consumed_ = 8 + json_len + body_len;
-    co_return Frame{{p, json_len}, {p + json_len, body_len}};
+    consumed_ = need_;
+    need_ = 8;
+    return Frame{{p, json_len}, {p + json_len, body_len}};
+  }
+
+  // Room for the bytes take() is missing; commit() what was read into it.
+  asio::mutable_buffer space() {
+    if (begin_ + need_ > buf_.size()) {  // make room: slide the unread bytes to the front
+      std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
+      end_ -= begin_;
+      begin_ = 0;
+      if (need_ > buf_.size()) buf_.resize(std::max(need_, 2 * buf_.size()));
+    }
+    return asio::buffer(buf_.data() + end_, buf_.size() - end_);
+  }
+  void commit(std::size_t n) { end_ += n; }
+
+  awaitable<void> read_more(tcp::socket& sock) {
+    commit(co_await sock.async_read_some(space(), use_awaitable));
   }
 
  private:
-  awaitable<void> fill(tcp::socket& sock, std::size_t need) {
-    while (end_ - begin_ < need) {
-      if (begin_ + need > buf_.size()) {  // make room: slide the unread bytes to the front
-        std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
-        end_ -= begin_;
-        begin_ = 0;
-        if (need > buf_.size()) buf_.resize(std::max(need, 2 * buf_.size()));
-      }
-      end_ += co_await sock.async_read_some(asio::buffer(buf_.data() + end_, buf_.size() - end_), use_awaitable);
-    }
-  }
 
   std::vector<char> buf_;
   std::size_t begin_ = 0, end_ = 0, consumed_ = 0;
+  std::size_t need_ = 8;  // bytes from begin_ that the next frame needs, as far as known
 };
 
 inline awaitable<void> write_frame(tcp::socket& sock, std::string_view json, std::string_view body) {

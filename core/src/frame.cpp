@@ -1,6 +1,7 @@
 #include "coserve/frame.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cstring>
 #include <span>
 
@@ -156,11 +157,69 @@ OutFrame encode_frame(const json& head, std::string body) {
 
 namespace {
 
-bool plain_key(std::string_view key) noexcept {
-  return std::all_of(key.begin(), key.end(), [](char c) {
-    return c >= 0x20 && c != '"' && c != '\\' && static_cast<unsigned char>(c) < 0x80;
+bool plain_text(std::string_view text) noexcept {
+  return std::all_of(text.begin(), text.end(), [](char c) {
+    return c >= 0x20 && c != '"' && c != '\\' && static_cast<unsigned char>(c) < 0x7f;
   });
 }
+
+// Appends JSON to a frame head. Plain strings, integers, booleans and null (nearly every value of
+// a reply) are written here; anything else goes to nlohmann's serializer, made only when needed
+// (making one costs an allocation, a 512-byte clear and a localeconv()).
+class HeadWriter {
+ public:
+  explicit HeadWriter(std::string& out) : out_(out) {}
+
+  void value(const json& v) {
+    switch (v.type()) {
+      case json::value_t::null: out_ += "null"; return;
+      case json::value_t::boolean: out_ += v.get<bool>() ? "true" : "false"; return;
+      case json::value_t::number_integer: number(v.get<std::int64_t>()); return;
+      case json::value_t::number_unsigned: number(v.get<std::uint64_t>()); return;
+      case json::value_t::string:
+        if (const auto& text = v.get_ref<const std::string&>(); plain_text(text)) {
+          quoted(text);
+          return;
+        }
+        break;
+      default: break;
+    }
+    general().dump(v, false, false, 0);
+  }
+
+  void key(std::string_view key) {
+    if (plain_text(key)) quoted(key);
+    else general().dump(json(key), false, false, 0);
+    out_ += ':';
+  }
+
+  void raw(char c) { out_ += c; }
+
+ private:
+  using Serializer = nlohmann::detail::serializer<json>;
+
+  template <class Int>
+  void number(Int n) {
+    char digits[24];
+    auto end = std::to_chars(digits, digits + sizeof digits, n).ptr;
+    out_.append(digits, end);
+  }
+  void quoted(std::string_view text) {
+    out_ += '"';
+    out_ += text;
+    out_ += '"';
+  }
+  Serializer& general() {
+    // error_handler::replace: a service that puts invalid UTF-8 in a string must not crash us.
+    if (!general_)
+      general_.emplace(nlohmann::detail::output_adapter<char>(out_), ' ',
+                       json::error_handler_t::replace);
+    return *general_;
+  }
+
+  std::string& out_;
+  std::optional<Serializer> general_;
+};
 
 // The head of a tagged frame (see encode_tagged) whose body is `body_len` bytes.
 std::string tagged_head(const json& id, std::string_view tag, const json& tag_value,
@@ -168,34 +227,23 @@ std::string tagged_head(const json& id, std::string_view tag, const json& tag_va
   std::string out;
   out.reserve(128);
   out.assign(kFrameHeaderSize, '\0');
-  // nlohmann's serializer appends straight to the frame: no temporary text, no merged object.
-  nlohmann::detail::serializer<json> writer(nlohmann::detail::output_adapter<char>(out), ' ',
-                                            json::error_handler_t::replace);
-  auto put_key = [&](std::string_view key) {
-    if (plain_key(key)) {
-      out += '"';
-      out += key;
-      out += "\":";
-    } else {
-      writer.dump(json(key), false, false, 0);
-      out += ':';
-    }
-  };
-  out += '{';
-  put_key("id");
-  writer.dump(id, false, false, 0);
-  out += ',';
-  put_key(tag);
-  writer.dump(tag_value, false, false, 0);
+  // Written straight into the frame: no temporary text, no merged object.
+  HeadWriter writer(out);
+  writer.raw('{');
+  writer.key("id");
+  writer.value(id);
+  writer.raw(',');
+  writer.key(tag);
+  writer.value(tag_value);
   if (fields.is_object()) {
     for (auto it = fields.begin(); it != fields.end(); ++it) {
       if (it.key() == "id" || it.key() == tag) continue;
-      out += ',';
-      put_key(it.key());
-      writer.dump(it.value(), false, false, 0);
+      writer.raw(',');
+      writer.key(it.key());
+      writer.value(it.value());
     }
   }
-  out += '}';
+  writer.raw('}');
   std::size_t json_len = out.size() - kFrameHeaderSize;
   write_be32(out.data(), static_cast<std::uint32_t>(json_len));
   write_be32(out.data() + 4, static_cast<std::uint32_t>(body_len));

@@ -338,19 +338,20 @@ bool Session::is_inline(const Frame& frame) const {
 }
 
 void Session::run_inline(Frame request) {
-  auto state = std::make_shared<detail::CallState>(request.head["id"]);
+  // Nothing can refer to an inline call once it returns: its state lives on the stack.
+  detail::CallState state(request.head["id"]);
   Outcome outcome;
   {
     Call call(*this, state, std::move(request));
     outcome = env_.dispatcher.dispatch_inline(call);
   }
-  finish_call(*state, std::move(outcome));
+  finish_call(state, std::move(outcome));
 }
 
 awaitable<void> Session::run_call(std::shared_ptr<detail::CallState> state, Frame request) {
   Outcome outcome;
   {
-    Call call(*this, state, std::move(request));
+    Call call(*this, *state, std::move(request));
     outcome = co_await env_.dispatcher.dispatch(call);
   }
   finish_call(*state, std::move(outcome));
@@ -391,16 +392,16 @@ void Session::cancel_all_calls() {
 
 // ---- Call ------------------------------------------------------------------------------------
 
-Call::Call(Session& session, std::shared_ptr<detail::CallState> state, Frame request)
+Call::Call(Session& session, detail::CallState& state, Frame request)
     : session_(session),
-      state_(std::move(state)),
+      state_(state),
       request_(std::move(request)),
       service_(request_.head.at("service").get_ref<const std::string&>()),
       op_(request_.head.at("op").get_ref<const std::string&>()) {}
 
 Call::~Call() = default;
 
-const json& Call::id() const noexcept { return state_->id; }
+const json& Call::id() const noexcept { return state_.id; }
 
 std::string_view Call::service() const { return service_; }
 
@@ -408,19 +409,19 @@ std::string_view Call::op() const { return op_; }
 
 asio::any_io_executor Call::executor() const { return session_.executor(); }
 
-bool Call::cancelled() const noexcept { return state_->cancelled || session_.closing(); }
+bool Call::cancelled() const noexcept { return state_.cancelled || session_.closing(); }
 
 awaitable<void> Call::emit(std::string_view event, json fields, std::string body) {
   if (cancelled()) throw Error(errc::cancelled, "cancelled");
   // Named, not a temporary inside the co_await: g++ 12 mishandles such temporaries.
-  auto frame = encode_tagged(state_->id, "event", event, fields, std::move(body));
+  auto frame = encode_tagged(state_.id, "event", event, fields, std::move(body));
   co_await session_.push_wait(std::move(frame));
 }
 
 awaitable<void> Call::emit(std::string_view event, json fields, FileSlice file) {
   if (!can_send_file()) throw std::logic_error("emit with a file on a connection without sendfile");
   if (cancelled()) throw Error(errc::cancelled, "cancelled");
-  auto frame = encode_tagged(state_->id, "event", event, fields, std::move(file));
+  auto frame = encode_tagged(state_.id, "event", event, fields, std::move(file));
   co_await session_.push_wait(std::move(frame));
 }
 
@@ -428,15 +429,15 @@ bool Call::can_send_file() const noexcept { return session_.transport_->sends_fi
 
 awaitable<std::optional<Frame>> Call::receive() {
   for (;;) {
-    if (!state_->inbox.empty()) {
-      Frame frame = std::move(state_->inbox.front());
-      state_->inbox.pop_front();
-      state_->inbox_bytes -= frame.body.size() + 64;
+    if (!state_.inbox.empty()) {
+      Frame frame = std::move(state_.inbox.front());
+      state_.inbox.pop_front();
+      state_.inbox_bytes -= frame.body.size() + 64;
       co_return frame;
     }
     if (cancelled()) co_return std::nullopt;
-    if (!state_->inbox_ready) state_->inbox_ready = std::make_unique<Signal>(session_.executor());
-    auto ec = co_await state_->inbox_ready->wait();
+    if (!state_.inbox_ready) state_.inbox_ready = std::make_unique<Signal>(session_.executor());
+    auto ec = co_await state_.inbox_ready->wait();
     if (ec) co_return std::nullopt;
   }
 }

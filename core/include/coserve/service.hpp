@@ -53,7 +53,8 @@ struct Outcome {
 // One request in flight. Lives on the session's executor; valid until the handler returns.
 class Call {
  public:
-  Call(Session& session, std::shared_ptr<detail::CallState> state, Frame request);
+  // `state` outlives the call: the session keeps it until the handler has returned.
+  Call(Session& session, detail::CallState& state, Frame request);
   ~Call();
   Call(const Call&) = delete;
   Call& operator=(const Call&) = delete;
@@ -95,7 +96,7 @@ class Call {
 
  private:
   Session& session_;
-  std::shared_ptr<detail::CallState> state_;
+  detail::CallState& state_;
   Frame request_;
   // Into request_.head, looked up once: dispatching asks for them several times.
   std::string_view service_, op_;
