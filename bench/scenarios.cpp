@@ -294,7 +294,9 @@ awaitable<void> framed_echo_session(tcp::socket sock) {
     auto request = nlohmann::json::parse(frame.json);
     if (n % 3 == 0) co_await write_frame(sock, R"({"service":"chat","event":"message"})", "");
     nlohmann::json reply = {{"id", request["id"]}, {"ok", true}, {"text", request.value("text", "")}};
-    co_await write_frame(sock, reply.dump(), frame.body);
+    // Every other reply in another key order with spaces: the generator must parse those in full.
+    auto text = n % 2 ? reply.dump() : reply.dump(1);
+    co_await write_frame(sock, text, frame.body);
   }
 }
 
