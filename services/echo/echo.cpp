@@ -59,8 +59,11 @@ awaitable<void> echo_datagrams(Socket& socket) {
 }  // namespace
 
 Outcome EchoService::echo(Call& call) {
-  return Outcome::ok({{"text", call.get_or<std::string>("text", "")}},
-                        std::move(call.body()));
+  // Filled in place rather than from a braced list, whose temporaries cost three allocations
+  // more, on the path every framed benchmark measures.
+  json fields = json::object();
+  fields["text"] = call.get_or<std::string>("text", "");
+  return Outcome::ok(std::move(fields), std::move(call.body()));
 }
 
 void EchoService::add_listeners(Listeners& listeners) {

@@ -98,6 +98,9 @@ class Call {
   Session& session_;
   detail::CallState& state_;
   Frame request_;
+  // A field's value as T, or Error(bad_request) naming `key`.
+  template <class T>
+  static T field_as(const json& value, std::string_view key);
   // Into request_.head, looked up once: dispatching asks for them several times.
   std::string_view service_, op_;
 };
@@ -209,21 +212,26 @@ T Call::get(std::string_view key) const {
   auto it = request_.head.find(key);
   if (it == request_.head.end())
     throw Error(errc::bad_request, "missing field '" + std::string(key) + "'");
-  if (!detail::json_is<T>(*it))
-    throw Error(errc::bad_request, "field '" + std::string(key) + "' must be a " +
-                                       detail::json_type_name<T>());
-  try {
-    return it->template get<T>();
-  } catch (const json::exception&) {
-    throw Error(errc::bad_request, "field '" + std::string(key) + "' has the wrong type");
-  }
+  return field_as<T>(*it, key);
 }
 
 template <class T>
 T Call::get_or(std::string_view key, T fallback) const {
   auto it = request_.head.find(key);
   if (it == request_.head.end() || it->is_null()) return fallback;
-  return get<T>(key);
+  return field_as<T>(*it, key);
+}
+
+template <class T>
+T Call::field_as(const json& value, std::string_view key) {
+  if (!detail::json_is<T>(value))
+    throw Error(errc::bad_request, "field '" + std::string(key) + "' must be a " +
+                                       detail::json_type_name<T>());
+  try {
+    return value.template get<T>();
+  } catch (const json::exception&) {
+    throw Error(errc::bad_request, "field '" + std::string(key) + "' has the wrong type");
+  }
 }
 
 }  // namespace coserve
