@@ -373,13 +373,20 @@ awaitable<ServerFrame> read_message(RawConn& conn, std::chrono::milliseconds tim
   }
 }
 
+// Sends `bytes` (an upgrade request, perhaps with frames after it) and reads the answer's head;
+// nullopt when the send fails or no head comes within 10 s.
+awaitable<std::optional<HttpHead>> send_upgrade(RawConn& conn, std::string bytes) {
+  auto ec = co_await send_bytes(conn, std::move(bytes));
+  if (ec) co_return std::nullopt;
+  auto head = co_await read_head(conn, 10s);
+  co_return head;
+}
+
 // Connects and upgrades with kKey; fails the test unless the answer is 101.
 awaitable<std::unique_ptr<RawConn>> open_ws(std::string port) {
   auto conn = co_await connect_raw(port);
   const std::string req = upgrade_request(port, "13", true);
-  auto ec = co_await send_bytes(*conn, req);
-  REQUIRE_FALSE(ec);
-  auto head = co_await read_head(*conn, 10s);
+  auto head = co_await send_upgrade(*conn, req);
   REQUIRE(head.has_value());
   INFO(head->raw);
   REQUIRE(head->status == 101);
@@ -458,9 +465,7 @@ TEST_CASE("ws raw: the 101 carries the RFC 6455 accept key and a text request ge
     const std::string port = server.port("http");
     auto conn = co_await connect_raw(port);
     const std::string req = upgrade_request(port, "13", true);
-    auto ec = co_await send_bytes(*conn, req);
-    REQUIRE_FALSE(ec);
-    auto head = co_await read_head(*conn, 10s);
+    auto head = co_await send_upgrade(*conn, req);
     REQUIRE(head.has_value());
     INFO(head->raw);
     CHECK(head->status == 101);
@@ -471,7 +476,7 @@ TEST_CASE("ws raw: the 101 carries the RFC 6455 accept key and a text request ge
 
     const std::string text = echo_request(1, "hi").dump();
     const std::string frame = client_frame(true, kText, text);
-    ec = co_await send_bytes(*conn, frame);
+    auto ec = co_await send_bytes(*conn, frame);
     REQUIRE_FALSE(ec);
     auto reply = co_await read_frame(*conn);
     check_text_echo(reply, 1, "hi");
@@ -620,9 +625,7 @@ TEST_CASE("ws raw: upgrade refusals - version 8 gets 426 naming version 13 and a
     {
       auto conn = co_await connect_raw(port);
       const std::string req = upgrade_request(port, "8", true);
-      auto ec = co_await send_bytes(*conn, req);
-      REQUIRE_FALSE(ec);
-      auto head = co_await read_head(*conn, 10s);
+      auto head = co_await send_upgrade(*conn, req);
       REQUIRE(head.has_value());
       INFO(head->raw);
       CHECK(head->status == 426);
@@ -632,9 +635,7 @@ TEST_CASE("ws raw: upgrade refusals - version 8 gets 426 naming version 13 and a
     {
       auto conn = co_await connect_raw(port);
       const std::string req = upgrade_request(port, "13", false);
-      auto ec = co_await send_bytes(*conn, req);
-      REQUIRE_FALSE(ec);
-      auto head = co_await read_head(*conn, 10s);
+      auto head = co_await send_upgrade(*conn, req);
       REQUIRE(head.has_value());
       INFO(head->raw);
       CHECK(head->status == 400);
@@ -651,9 +652,7 @@ TEST_CASE("ws raw: a first frame sent in the same write as the upgrade request s
     auto conn = co_await connect_raw(port);
     const std::string text = echo_request(9, "pipelined").dump();
     const std::string bytes = upgrade_request(port, "13", true) + client_frame(true, kText, text);
-    auto ec = co_await send_bytes(*conn, bytes);
-    REQUIRE_FALSE(ec);
-    auto head = co_await read_head(*conn, 10s);
+    auto head = co_await send_upgrade(*conn, bytes);
     REQUIRE(head.has_value());
     INFO(head->raw);
     REQUIRE(head->status == 101);
