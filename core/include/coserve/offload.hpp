@@ -44,8 +44,10 @@ auto post_to_pool(asio::thread_pool& pool, Fn fn) {
               failure = std::current_exception();
             }
           }
+          // The exception moves on with the handler: the awaiter's thread holds its last
+          // reference and destroys it, not this one while the awaiter may still read it.
           auto home = work.get_executor();
-          asio::dispatch(home, [handler = std::move(handler), failure,
+          asio::dispatch(home, [handler = std::move(handler), failure = std::move(failure),
                                 result = std::move(result)]() mutable {
             std::move(handler)(failure, std::move(result));
           });
