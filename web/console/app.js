@@ -56,13 +56,7 @@ function renderStatus(state, detail = '') {
   }
   if (shown === 'online') for (const resolve of readyWaiters.splice(0)) resolve();
 }
-conn.addEventListener('status', (e) => {
-  // From the moment a logged-in connection drops, whenReady() waits for the re-login too: the
-  // connection goes online a moment before the 'open' handler starts logging in again, and a
-  // request sent in between (a resumed upload) would be refused as unauthenticated.
-  if (e.detail.state !== 'online' && app.credentials) app.relogging = true;
-  renderStatus(e.detail.state, e.detail.detail);
-});
+conn.addEventListener('status', (e) => renderStatus(e.detail.state, e.detail.detail));
 $('conn-status').addEventListener('click', () => conn.retryNow());
 
 conn.addEventListener('open', async () => {
@@ -81,9 +75,6 @@ conn.addEventListener('open', async () => {
       app.relogging = false;
       renderStatus(conn.state);
     }
-  } else if (app.relogging) {
-    app.relogging = false;  // logged out while offline: nothing to log in again
-    renderStatus(conn.state);
   }
   for (const fn of app.reconnectListeners) fn();
 });
