@@ -42,6 +42,21 @@ std::variant<json, DecodeError> parse_head(std::string_view text) {
 
 }  // namespace
 
+namespace {
+
+// A character a JSON string holds as itself: printable ASCII other than '"' and '\\'. The flat
+// reader accepts strings of only these, and the head writer writes them without nlohmann.
+bool plain_char(char c) noexcept {
+  const auto u = static_cast<unsigned char>(c);
+  return u >= 0x20 && u < 0x7f && c != '"' && c != '\\';
+}
+
+bool plain_text(std::string_view text) noexcept {
+  return std::all_of(text.begin(), text.end(), plain_char);
+}
+
+}  // namespace
+
 namespace detail {
 namespace {
 
@@ -65,8 +80,7 @@ struct FlatScanner {
     if (!take('"')) return false;
     const char* start = p;
     while (p != end && *p != '"') {
-      const auto c = static_cast<unsigned char>(*p);
-      if (c < 0x20 || c >= 0x7f || c == '\\') return false;
+      if (!plain_char(*p)) return false;
       ++p;
     }
     if (p == end) return false;
@@ -156,12 +170,6 @@ OutFrame encode_frame(const json& head, std::string body) {
 }
 
 namespace {
-
-bool plain_text(std::string_view text) noexcept {
-  return std::all_of(text.begin(), text.end(), [](char c) {
-    return c >= 0x20 && c != '"' && c != '\\' && static_cast<unsigned char>(c) < 0x7f;
-  });
-}
 
 // Appends JSON to a frame head. Plain strings, integers, booleans and null (nearly every value of
 // a reply) are written here; anything else goes to nlohmann's serializer, made only when needed
