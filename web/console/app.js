@@ -21,10 +21,13 @@ const app = {
   onReconnect(fn) { this.reconnectListeners.push(fn); },
   showError,
   errorText(e) { return e instanceof ServerError ? e.message : String(e?.message || e); },
+  // True from a (re)connect until its re-login has answered: the label says so.
   relogging: false,
-  // Resolves once the connection is up and, after a reconnect, logged in again.
+  // True once the connection is up and, after a reconnect, logged in again. A request sent
+  // before that would be refused: the server sees a new session with no login yet.
+  ready: false,
   whenReady() {
-    if (conn.state === 'online' && !this.relogging) return Promise.resolve();
+    if (this.ready && conn.open) return Promise.resolve();
     return new Promise((resolve) => readyWaiters.push(resolve));
   },
 };
@@ -43,8 +46,9 @@ function showError(message) {
 }
 
 function renderStatus(state, detail = '') {
+  if (state !== 'online') app.ready = false;
   // "online" only once a reconnected session is logged in again.
-  const shown = state === 'online' && app.relogging ? 'connecting' : state;
+  const shown = state === 'online' && !app.ready ? 'connecting' : state;
   const pill = $('conn-status');
   pill.className = `pill pill-${shown}`;
   pill.textContent = shown === 'online' ? 'online'
@@ -62,20 +66,26 @@ $('conn-status').addEventListener('click', () => conn.retryNow());
 conn.addEventListener('open', async () => {
   const hello = conn.hello;
   if (hello) $('footer').textContent = `${hello.server} ${hello.version} · protocol ${hello.protocol}`;
+  const ws = conn.ws;
   if (app.credentials) {
     app.relogging = true;
     renderStatus(conn.state);
     try {
       await login(app.credentials.user, app.credentials.password, true);
     } catch (e) {
-      app.credentials = null;
-      setUser(null);
-      showError(`Could not log in again after reconnecting: ${app.errorText(e)}`);
+      // A connection lost again meanwhile keeps the credentials for the next attempt.
+      if (e.code !== 'disconnected') {
+        app.credentials = null;
+        setUser(null);
+        showError(`Could not log in again after reconnecting: ${app.errorText(e)}`);
+      }
     } finally {
       app.relogging = false;
-      renderStatus(conn.state);
     }
   }
+  if (conn.ws !== ws) return;  // a newer connection runs its own 'open'
+  app.ready = conn.open;
+  renderStatus(conn.state);
   for (const fn of app.reconnectListeners) fn();
 });
 

@@ -147,9 +147,10 @@ export function setupFiles(app) {
   async function upload(file, dir, ui = transferRow(`⬆ ${file.name}`)) {
     const path = join(dir, file.name);
     try {
-      await app.whenReady();
       ui.progress(0, file.size, 'hashing');
       const sha256 = await sha256OfBlob(file, (done, total) => ui.progress(done, total, 'hashing'));
+      // After hashing, which can take long enough for the connection to drop and come back.
+      await app.whenReady();
       const call = conn.request('files', 'put', { path, size: file.size, sha256, overwrite: true });
       let granted = 0;
       let first = true;

@@ -88,7 +88,8 @@ export class Call {
 }
 
 // A connection that reconnects with back-off. Listeners: 'status' (state, detail), 'open'
-// (after every (re)connect, once hello answered), 'push' ({head, body}).
+// (after every (re)connect, once hello answered, just after the state turned 'online'),
+// 'push' ({head, body}).
 export class Connection extends EventTarget {
   constructor(url) {
     super();
@@ -154,6 +155,19 @@ export class Connection extends EventTarget {
     this._timer = setTimeout(() => this.connect(), delay);
   }
 
+  // True while the socket is open and hello has been answered.
+  get open() {
+    return this.state === 'online' && this.ws?.readyState === WebSocket.OPEN;
+  }
+
+  // A send found the socket closing before its close event: stop saying "online" now, so
+  // nobody waits on a connection that is already gone (the close event reconnects).
+  _noticeClosing() {
+    if (this.state === 'online' && this.ws?.readyState !== WebSocket.OPEN) {
+      this._setState('offline', 'connection closing');
+    }
+  }
+
   retryNow() {
     clearTimeout(this._timer);
     if (!this.ws) this.connect();
@@ -169,6 +183,7 @@ export class Connection extends EventTarget {
     const id = this.nextId++;
     const call = new Call(this, id);
     if (!this.ws || this.ws.readyState !== WebSocket.OPEN) {
+      this._noticeClosing();
       call.done = true;
       call._reject(new ServerError('disconnected'));
       call.reply.catch(() => {});
@@ -180,7 +195,10 @@ export class Connection extends EventTarget {
   }
 
   _sendFrame(head, body) {
-    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) throw new ServerError('disconnected');
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) {
+      this._noticeClosing();
+      throw new ServerError('disconnected');
+    }
     if (body && body.byteLength > 0) this.ws.send(encodeFrame(head, body));
     else this.ws.send(JSON.stringify(head));
   }
