@@ -3,6 +3,8 @@
 // `core.cancel`, a transfer closes the connection and leaves a resumable partial, chat mode
 // returns to the prompt). Outside a guard SIGINT has its default meaning.
 // Threading: created, used and destroyed on the CLI's I/O thread.
+#include <signal.h>
+
 #include <functional>
 #include <memory>
 
@@ -31,5 +33,12 @@ class Interrupt {
   static awaitable<void> wait(std::shared_ptr<State> state);
   std::shared_ptr<State> state_;
 };
+
+// Ctrl-C at a prompt that blocks in read() on this thread (the shell's line editor, the password
+// prompt): the read fails with EINTR and prompt_interrupted() turns true. The kernel may hand
+// SIGINT to any thread (the file pool, asio's resolver): the handler passes it on to this one.
+// Returns the action it replaced.
+struct sigaction catch_sigint_at_prompt();
+bool prompt_interrupted() noexcept;
 
 }  // namespace coserve::cli

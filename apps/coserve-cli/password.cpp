@@ -9,13 +9,11 @@
 #include <cstdlib>
 
 #include "failure.hpp"
+#include "interrupt.hpp"
 
 namespace coserve::cli {
 
 namespace {
-
-volatile sig_atomic_t prompt_interrupted = 0;
-void on_prompt_sigint(int) { prompt_interrupted = 1; }
 
 // Reads one line from `fd`; false on end of input or an interrupting signal.
 bool read_line(int fd, std::string& line) {
@@ -23,7 +21,7 @@ bool read_line(int fd, std::string& line) {
   for (;;) {
     char c;
     ssize_t n = ::read(fd, &c, 1);
-    if (n < 0 && errno == EINTR && !prompt_interrupted) continue;
+    if (n < 0 && errno == EINTR && !prompt_interrupted()) continue;
     if (n <= 0) return !line.empty() && n == 0;
     if (c == '\n') return true;
     line += c;
@@ -45,11 +43,7 @@ std::string prompt_password(const std::string& prompt) {
     ::tcsetattr(tty, TCSAFLUSH, &quiet);
   }
   // Ctrl-C must give the terminal its echo back, so it only interrupts the read here.
-  struct sigaction on_int{}, previous{};
-  on_int.sa_handler = on_prompt_sigint;
-  sigemptyset(&on_int.sa_mask);
-  prompt_interrupted = 0;
-  ::sigaction(SIGINT, &on_int, &previous);
+  struct sigaction previous = catch_sigint_at_prompt();
   (void)!::write(tty, prompt.data(), prompt.size());
   std::string password;
   bool got = read_line(tty, password);
@@ -57,7 +51,7 @@ std::string prompt_password(const std::string& prompt) {
   ::sigaction(SIGINT, &previous, nullptr);
   if (!got) (void)!::write(tty, "\n", 1);
   ::close(tty);
-  if (prompt_interrupted) throw server_error("cancelled", "no password given");
+  if (prompt_interrupted()) throw server_error("cancelled", "no password given");
   if (!got) throw usage_error("no password given");
   return password;
 }

@@ -1,8 +1,8 @@
 #include "shell.hpp"
 
-#include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -12,6 +12,7 @@
 
 #include "commands.hpp"
 #include "failure.hpp"
+#include "interrupt.hpp"
 #include "password.hpp"
 #include "runner.hpp"
 #include "transfer.hpp"
@@ -20,9 +21,6 @@
 namespace coserve::cli {
 
 namespace {
-
-volatile sig_atomic_t prompt_interrupted = 0;
-void on_prompt_sigint(int) { prompt_interrupted = 1; }
 
 const char* const kHelp =
     "open [--tls|--no-tls] [--ca-file FILE] HOST[:PORT]\n"
@@ -107,19 +105,18 @@ class Shell {
     for (;;) {
       poll(io_);  // print pushes that came while the shell was idle
       // Ctrl-C at the prompt only abandons the line; asio's handler is gone between commands.
-      struct sigaction on_int{};
-      on_int.sa_handler = on_prompt_sigint;
-      sigemptyset(&on_int.sa_mask);
-      ::sigaction(SIGINT, &on_int, nullptr);
-      prompt_interrupted = 0;
+      catch_sigint_at_prompt();
       auto text = prompt();
+      errno = 0;
       char* got = readline(text.c_str());
       if (got) {
         line = got;
         std::free(got);
         return true;
       }
-      if (!prompt_interrupted) {
+      // The line editor's own handler may have taken the signal first: its interrupted read
+      // says so even before ours has run.
+      if (!prompt_interrupted() && errno != EINTR) {
         std::cout << std::endl;
         return false;  // end of input (Ctrl-D)
       }

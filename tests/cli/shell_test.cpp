@@ -103,8 +103,20 @@ TEST_CASE("cli shell: interactive in a terminal", "[cli][shell][tty]") {
       5s));
   term.line("quota");
   term.wait_for("used ");
-  // Ctrl-C at the prompt leaves the shell running; Up recalls the last command.
+  // Ctrl-C at the prompt leaves the shell running with a fresh prompt; Up recalls the last
+  // command. Up waits for that prompt, as a user would: keys typed while the line editor is
+  // between two prompts reach a terminal in cooked mode.
+  const std::string docs_prompt = "coserve alice@127.0.0.1:" + port + ":/docs>";
+  std::size_t prompts = 0;
+  auto at_new_prompt = [&] {
+    auto screen = term.screen();
+    screen.erase(screen.find_last_not_of(" \n") + 1);
+    return screen.ends_with(docs_prompt) && count(screen, docs_prompt) > prompts;
+  };
+  if (!wait_until(at_new_prompt, 10s)) FAIL(term.screen());
+  prompts = count(term.screen(), docs_prompt);
   term.keys({"C-c"});
+  if (!wait_until(at_new_prompt, 10s)) FAIL(term.screen());
   term.keys({"Up", "Enter"});
   REQUIRE(wait_until([&] { return count(term.screen(), "used ") == 2; }, 10s));
   CHECK(term.alive());
