@@ -24,6 +24,7 @@ Service& Dispatcher::add(std::unique_ptr<Service> service) {
   std::string name(service->name());
   if (find(name)) throw std::invalid_argument("service '" + name + "' is registered twice");
   routes_.push_back(Route{
+      service->name(),
       service.get(),
       &metrics_.counter("ops_total", "Requests dispatched, by service", "service=\"" + name + "\""),
       needs_login(name)});
@@ -33,7 +34,7 @@ Service& Dispatcher::add(std::unique_ptr<Service> service) {
 
 const Dispatcher::Route* Dispatcher::route(std::string_view name) const {
   for (auto& r : routes_)
-    if (r.service->name() == name) return &r;
+    if (r.name == name) return &r;
   return nullptr;
 }
 

@@ -95,7 +95,7 @@ struct FlatScanner {
     return true;
   }
   // An integer of at most 18 digits (it fits either 64-bit type). Fractions and exponents fail.
-  bool integer(json& out) noexcept {
+  bool integer(FlatHead::Member& out) noexcept {
     const bool negative = p != end && *p == '-';
     if (negative) ++p;
     const char* digits = p;
@@ -104,23 +104,27 @@ struct FlatScanner {
     const auto count = p - digits;
     if (count == 0 || count > 18 || (*digits == '0' && count > 1)) return false;
     if (p != end && (*p == '.' || *p == 'e' || *p == 'E')) return false;
-    if (negative) out = -static_cast<std::int64_t>(value);
-    else out = value;
+    // As nlohmann reads them: a minus sign makes a signed integer, else an unsigned one.
+    out.type = negative ? json::value_t::number_integer : json::value_t::number_unsigned;
+    out.magnitude = value;
     return true;
   }
-  bool value(json& out) {
+  // A value; a string's place is relative to `base`.
+  bool value(FlatHead::Member& out, const char* base) noexcept {
     skip_space();
     if (p == end) return false;
     switch (*p) {
       case '"': {
         std::string_view text;
         if (!string(text)) return false;
-        out = std::string(text);
+        out.type = json::value_t::string;
+        out.text_at = static_cast<std::uint32_t>(text.data() - base);
+        out.text_size = static_cast<std::uint32_t>(text.size());
         return true;
       }
-      case 't': return word("true") && (out = true, true);
-      case 'f': return word("false") && (out = false, true);
-      case 'n': return word("null") && (out = nullptr, true);
+      case 't': out.type = json::value_t::boolean; out.boolean = true; return word("true");
+      case 'f': out.type = json::value_t::boolean; return word("false");
+      case 'n': out.type = json::value_t::null; return word("null");
       default: return integer(out);
     }
   }
@@ -129,20 +133,32 @@ struct FlatScanner {
 }  // namespace
 
 std::optional<json> parse_flat_object(std::string_view text) {
-  FlatScanner in{text.data(), text.data() + text.size()};
+  auto head = FlatHead::parse(text);
+  if (!head) return std::nullopt;
+  return head->to_json();
+}
+
+}  // namespace detail
+
+std::optional<FlatHead> FlatHead::parse(std::string_view text) {
+  // Offsets are 32-bit; a head is far smaller (FrameLimits::max_json).
+  if (text.size() > UINT32_MAX) return std::nullopt;
+  std::optional<FlatHead> head(std::in_place);
+  head->text_.assign(text);
+  const char* base = head->text_.data();
+  detail::FlatScanner in{base, base + head->text_.size()};
   if (!in.take('{')) return std::nullopt;
-  json object = json::object();
-  auto& members = object.get_ref<json::object_t&>();
   in.skip_space();
   if (in.p != in.end && *in.p == '}') {
     ++in.p;
   } else {
     for (;;) {
+      if (head->count_ == kMaxMembers) return std::nullopt;
+      Member& member = head->members_[head->count_++];
       std::string_view key;
-      json value;
-      if (!in.string(key) || !in.take(':') || !in.value(value)) return std::nullopt;
-      // The last of duplicate keys wins, as with nlohmann's parser.
-      members.insert_or_assign(std::string(key), std::move(value));
+      if (!in.string(key) || !in.take(':') || !in.value(member, base)) return std::nullopt;
+      member.key_at = static_cast<std::uint32_t>(key.data() - base);
+      member.key_size = static_cast<std::uint32_t>(key.size());
       if (in.take(',')) continue;
       if (!in.take('}')) return std::nullopt;
       break;
@@ -150,10 +166,37 @@ std::optional<json> parse_flat_object(std::string_view text) {
   }
   in.skip_space();
   if (in.p != in.end) return std::nullopt;
-  return object;
+  return head;
 }
 
-}  // namespace detail
+const FlatHead::Member* FlatHead::find(std::string_view key) const noexcept {
+  for (std::size_t i = count_; i-- > 0;) {
+    const Member& m = members_[i];
+    if (std::string_view(text_).substr(m.key_at, m.key_size) == key) return &m;
+  }
+  return nullptr;
+}
+
+json FlatHead::value(const Member& member) const {
+  switch (member.type) {
+    case json::value_t::string: return json(std::string(string(member)));
+    case json::value_t::boolean: return json(member.boolean);
+    case json::value_t::number_integer: return json(-static_cast<std::int64_t>(member.magnitude));
+    case json::value_t::number_unsigned: return json(member.magnitude);
+    default: return json(nullptr);
+  }
+}
+
+json FlatHead::to_json() const {
+  json object = json::object();
+  auto& members = object.get_ref<json::object_t&>();
+  for (std::size_t i = 0; i < count_; ++i) {
+    const Member& m = members_[i];
+    // The last of duplicate keys wins, as with nlohmann's parser.
+    members.insert_or_assign(std::string(text_, m.key_at, m.key_size), value(m));
+  }
+  return object;
+}
 
 OutFrame encode_frame(const json& head, std::string body) {
   auto frame = std::make_shared<EncodedFrame>();
@@ -409,11 +452,17 @@ std::optional<DecodeResult> FrameDecoder::next() {
     begin_ = end_;
     return std::nullopt;
   }
-  auto head = parse_head(text);
   std::string body(p + kFrameHeaderSize + json_len, body_len);
+  if (flat_heads_) {
+    if (auto flat = FlatHead::parse(text)) {
+      begin_ += total;
+      return Frame{json(), std::move(body), std::move(flat)};
+    }
+  }
+  auto head = parse_head(text);
   begin_ += total;
   if (auto* err = std::get_if<DecodeError>(&head)) return std::move(*err);
-  return Frame{std::move(std::get<json>(head)), std::move(body)};
+  return Frame{std::move(std::get<json>(head)), std::move(body), std::nullopt};
 }
 
 }  // namespace coserve

@@ -119,8 +119,16 @@ awaitable<void> Session::read_loop() {
     touch();
     if (auto* frame = std::get_if<Frame>(&*item)) {
       env_.metrics.frames_in.inc();
-      if (is_inline(*frame)) run_inline(std::move(*frame));
-      else on_frame(std::move(*frame));
+      if (is_inline(*frame)) {
+        run_inline(std::move(*frame));
+      } else {
+        // Everything but an inline call reads the head as a document.
+        if (frame->flat) {
+          frame->head = frame->flat->to_json();
+          frame->flat.reset();
+        }
+        on_frame(std::move(*frame));
+      }
     } else {
       auto& error = std::get<DecodeError>(*item);
       bool fatal = error.fatal;
@@ -325,6 +333,20 @@ void Session::on_frame(Frame frame) {
 bool Session::is_inline(const Frame& frame) const {
   // Anything unusual (no valid id, unknown service, an id already in flight) takes the spawned
   // path, whose checks give the error replies.
+  if (frame.flat) {
+    const FlatHead& head = *frame.flat;
+    auto* id = head.find("id");
+    auto* service = head.find("service");
+    auto* op = head.find("op");
+    if (!id || !(id->type == json::value_t::string || id->type == json::value_t::number_integer ||
+                 id->type == json::value_t::number_unsigned) ||
+        !service || service->type != json::value_t::string || !op ||
+        op->type != json::value_t::string)
+      return false;
+    Service* target = env_.dispatcher.find(head.string(*service));
+    if (!target || !target->is_inline(head.string(*op))) return false;
+    return calls_.empty() || !calls_.contains(head.value(*id).dump());
+  }
   auto id = frame.head.find("id");
   auto service = frame.head.find("service");
   auto op = frame.head.find("op");
@@ -339,7 +361,8 @@ bool Session::is_inline(const Frame& frame) const {
 
 void Session::run_inline(Frame request) {
   // Nothing can refer to an inline call once it returns: its state lives on the stack.
-  detail::CallState state(request.head["id"]);
+  detail::CallState state(request.flat ? request.flat->value(*request.flat->find("id"))
+                                       : request.head["id"]);
   Outcome outcome;
   {
     Call call(*this, state, std::move(request));
@@ -392,12 +415,25 @@ void Session::cancel_all_calls() {
 
 // ---- Call ------------------------------------------------------------------------------------
 
+namespace {
+std::string_view string_field(const Frame& request, std::string_view key) {
+  // The session has checked that both fields are strings.
+  if (request.flat) return request.flat->string(*request.flat->find(key));
+  return request.head.at(key).get_ref<const std::string&>();
+}
+}  // namespace
+
 Call::Call(Session& session, detail::CallState& state, Frame request)
     : session_(session),
       state_(state),
       request_(std::move(request)),
-      service_(request_.head.at("service").get_ref<const std::string&>()),
-      op_(request_.head.at("op").get_ref<const std::string&>()) {}
+      service_(string_field(request_, "service")),
+      op_(string_field(request_, "op")) {}
+
+const json& Call::request() const {
+  if (request_.flat && request_.head.is_null()) request_.head = request_.flat->to_json();
+  return request_.head;
+}
 
 Call::~Call() = default;
 

@@ -280,6 +280,63 @@ TEST_CASE("the flat-object reader agrees with the full parser on random texts") 
   CHECK(fast > 10000);
 }
 
+TEST_CASE("a flat head finds fields by name, the last of a repeated key, in a moved copy too") {
+  auto parsed = FlatHead::parse(
+      R"({"id":7,"service":"echo","op":"echo","n":-3,"ok":true,"none":null,"op":"again"})");
+  REQUIRE(parsed);
+  // A short text lives inside the string object: the head keeps places, not pointers.
+  FlatHead head = std::move(*parsed);
+  parsed.reset();
+  auto* op = head.find("op");
+  REQUIRE(op);
+  CHECK(head.string(*op) == "again");
+  CHECK(head.value(*head.find("id")) == json(7));
+  CHECK(head.value(*head.find("id")).is_number_unsigned());
+  CHECK(head.value(*head.find("n")).is_number_integer());
+  CHECK(head.value(*head.find("ok")) == json(true));
+  CHECK(head.find("none")->type == json::value_t::null);
+  CHECK(head.find("missing") == nullptr);
+  CHECK(head.to_json() == json::parse(R"({"id":7,"service":"echo","op":"again","n":-3,
+                                          "ok":true,"none":null})"));
+  auto tiny = FlatHead::parse(R"({"a":"b"})");
+  REQUIRE(tiny);
+  FlatHead moved = std::move(*tiny);
+  CHECK(moved.string(*moved.find("a")) == "b");
+
+  // Past kMaxMembers members the document path takes over.
+  std::string many = "{";
+  for (std::size_t i = 0; i <= FlatHead::kMaxMembers; ++i)
+    many += (i ? ",\"k" : "\"k") + std::to_string(i) + "\":" + std::to_string(i);
+  many += "}";
+  CHECK_FALSE(FlatHead::parse(many));
+  CHECK(detail::parse_flat_object(many) == std::nullopt);
+}
+
+TEST_CASE("a decoder asked for flat heads gives them for flat requests only") {
+  FrameDecoder decoder({}, /*flat_heads=*/true);
+  decoder.feed(raw_frame(R"({"id":1,"service":"echo","op":"echo","text":"x"})", "body"));
+  decoder.feed(raw_frame(R"({"id":2,"service":"echo","op":"echo","text":"\u00e9"})", ""));
+  decoder.feed(raw_frame(R"({"id":3,)", ""));
+  auto results = drain(decoder);
+  REQUIRE(results.size() == 3);
+  auto& flat = std::get<Frame>(results[0]);
+  REQUIRE(flat.flat);
+  CHECK(flat.head.is_null());
+  CHECK(flat.body == "body");
+  CHECK(flat.flat->string(*flat.flat->find("text")) == "x");
+  auto& escaped = std::get<Frame>(results[1]);
+  CHECK_FALSE(escaped.flat);
+  CHECK(escaped.head["text"] == "\u00e9");
+  CHECK(std::get<DecodeError>(results[2]).code == errc::bad_frame);
+
+  FrameDecoder documents;
+  documents.feed(raw_frame(R"({"id":1,"service":"echo","op":"echo","text":"x"})", ""));
+  auto plain = drain(documents);
+  REQUIRE(plain.size() == 1);
+  CHECK_FALSE(std::get<Frame>(plain[0]).flat);
+  CHECK(std::get<Frame>(plain[0]).head["text"] == "x");
+}
+
 TEST_CASE("tagged frames are written exactly as nlohmann would write them") {
   // The writer handles plain values itself and hands the rest to nlohmann: the text must not
   // depend on which did it.

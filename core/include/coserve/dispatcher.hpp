@@ -43,6 +43,7 @@ class Dispatcher {
  private:
   // What dispatch() needs of a service, found with one lookup by name per request.
   struct Route {
+    std::string_view name;  // the service's own name(), kept here: no virtual call per lookup
     Service* service;
     Counter* ops_total;
     bool needs_login;

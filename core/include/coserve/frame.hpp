@@ -28,10 +28,46 @@ struct FrameLimits {
   std::size_t max_body = 1024 * 1024;
 };
 
-// A decoded frame: its JSON object and its raw body.
+// A request head read without building a JSON document: its text, and each member's key and
+// value as places in that text. Nearly every request is a flat object of plain strings,
+// integers, booleans and nulls; the session hands such a head to an inline op as it is, and the
+// op reads its fields with no document built (Call builds one only when asked for the whole).
+class FlatHead {
+ public:
+  struct Member {
+    std::uint32_t key_at = 0, key_size = 0;
+    std::uint32_t text_at = 0, text_size = 0;  // a string's characters
+    json::value_t type = json::value_t::null;
+    bool boolean = false;
+    std::uint64_t magnitude = 0;  // an integer's absolute value; negative when type is integer
+  };
+
+  // Reads `text` when it is such an object of at most kMaxMembers members (the rule of
+  // detail::parse_flat_object); nullopt otherwise.
+  static std::optional<FlatHead> parse(std::string_view text);
+
+  // The member named `key` (the last one when a key repeats, as in the document), or nullptr.
+  const Member* find(std::string_view key) const noexcept;
+  std::string_view string(const Member& member) const noexcept {
+    return std::string_view(text_).substr(member.text_at, member.text_size);
+  }
+  json value(const Member& member) const;
+  json to_json() const;
+
+  static constexpr std::size_t kMaxMembers = 8;
+
+ private:
+  std::string text_;  // places, not views: a moved short string moves its characters
+  Member members_[kMaxMembers];
+  std::size_t count_ = 0;
+};
+
+// A decoded frame: its JSON object and its raw body. A decoder asked for flat heads sets `flat`
+// instead of `head` when it can (head is then null).
 struct Frame {
   json head;
   std::string body;
+  std::optional<FlatHead> flat = std::nullopt;
 };
 
 // A body the kernel copies from a file to the socket (sendfile) instead of one held in memory.
@@ -96,7 +132,10 @@ std::optional<json> parse_flat_object(std::string_view text);
 
 class FrameDecoder {
  public:
-  explicit FrameDecoder(FrameLimits limits = {}) : limits_(limits) {}
+  // `flat_heads`: a frame whose head is flat comes out with Frame::flat set (a server's
+  // requests); otherwise every head is a document (a client's replies, whole-frame tests).
+  explicit FrameDecoder(FrameLimits limits = {}, bool flat_heads = false)
+      : limits_(limits), flat_heads_(flat_heads) {}
 
   // Space to read into, at least `min_size` bytes unless a large body is being received: then
   // it is the rest of that body, read straight into the frame (no copy, however large). Call
@@ -117,6 +156,7 @@ class FrameDecoder {
 
  private:
   FrameLimits limits_;
+  bool flat_heads_;
   std::unique_ptr<char[]> buffer_;  // not a string: growing it need not zero-fill
   std::size_t capacity_ = 0;
   std::size_t begin_ = 0;

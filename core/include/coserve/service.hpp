@@ -59,7 +59,8 @@ class Call {
   Call(const Call&) = delete;
   Call& operator=(const Call&) = delete;
 
-  const json& request() const noexcept { return request_.head; }
+  // The whole request as a document (built on first use when the head was read flat).
+  const json& request() const;
   const json& id() const noexcept;
   std::string_view service() const;
   std::string_view op() const;
@@ -97,11 +98,18 @@ class Call {
  private:
   Session& session_;
   detail::CallState& state_;
-  Frame request_;
+  mutable Frame request_;  // mutable: request() builds the document of a flat head on demand
   // A field's value as T, or Error(bad_request) naming `key`.
   template <class T>
   static T field_as(const json& value, std::string_view key);
-  // Into request_.head, looked up once: dispatching asks for them several times.
+  // The head read flat and no document built yet: fields are read from `flat`.
+  const FlatHead* flat() const noexcept {
+    return request_.flat && request_.head.is_null() ? &*request_.flat : nullptr;
+  }
+  template <class T>
+  static T flat_field_as(const FlatHead& head, const FlatHead::Member& member,
+                         std::string_view key);
+  // Into the request, looked up once: dispatching asks for them several times.
   std::string_view service_, op_;
 };
 
@@ -209,6 +217,11 @@ bool json_is(const json& v) {
 
 template <class T>
 T Call::get(std::string_view key) const {
+  if (auto* head = flat()) {
+    auto* member = head->find(key);
+    if (!member) throw Error(errc::bad_request, "missing field '" + std::string(key) + "'");
+    return flat_field_as<T>(*head, *member, key);
+  }
   auto it = request_.head.find(key);
   if (it == request_.head.end())
     throw Error(errc::bad_request, "missing field '" + std::string(key) + "'");
@@ -217,9 +230,25 @@ T Call::get(std::string_view key) const {
 
 template <class T>
 T Call::get_or(std::string_view key, T fallback) const {
+  if (auto* head = flat()) {
+    auto* member = head->find(key);
+    if (!member || member->type == json::value_t::null) return fallback;
+    return flat_field_as<T>(*head, *member, key);
+  }
   auto it = request_.head.find(key);
   if (it == request_.head.end() || it->is_null()) return fallback;
   return field_as<T>(*it, key);
+}
+
+template <class T>
+T Call::flat_field_as(const FlatHead& head, const FlatHead::Member& member,
+                      std::string_view key) {
+  // A string straight from the text; anything else through its one-value document, so the
+  // checks and messages are the document path's.
+  if constexpr (std::is_same_v<T, std::string>) {
+    if (member.type == json::value_t::string) return std::string(head.string(member));
+  }
+  return field_as<T>(head.value(member), key);
 }
 
 template <class T>
