@@ -444,7 +444,7 @@ std::optional<DecodeResult> FrameDecoder::next() {
       return std::move(*err);
     }
     const std::size_t have = end_ - begin_ - kFrameHeaderSize - json_len;
-    pending_.emplace();
+    pending_ = std::make_unique<Frame>();
     pending_->head = std::move(std::get<json>(head));
     pending_->body.resize(body_len);
     std::memcpy(pending_->body.data(), p + kFrameHeaderSize + json_len, have);

@@ -163,7 +163,8 @@ class FrameDecoder {
   std::size_t end_ = 0;
   std::uint64_t skip_ = 0;  // bytes of an oversized body still to discard
   // A frame whose large body is read in place (see prepare), and how much of it has arrived.
-  std::optional<Frame> pending_;
+  // On the heap: it is rare, and every idle connection holds a decoder.
+  std::unique_ptr<Frame> pending_;
   std::size_t pending_filled_ = 0;
   bool pending_receiving() const noexcept {
     return pending_ && pending_filled_ < pending_->body.size();
