@@ -140,32 +140,32 @@ std::optional<json> parse_flat_object(std::string_view text) {
 
 }  // namespace detail
 
-std::optional<FlatHead> FlatHead::parse(std::string_view text) {
+std::shared_ptr<const FlatHead> FlatHead::parse(std::string_view text) {
   // Offsets are 32-bit; a head is far smaller (FrameLimits::max_json).
-  if (text.size() > UINT32_MAX) return std::nullopt;
-  std::optional<FlatHead> head(std::in_place);
+  if (text.size() > UINT32_MAX) return nullptr;
+  auto head = std::make_shared<FlatHead>();
   head->text_.assign(text);
   const char* base = head->text_.data();
   detail::FlatScanner in{base, base + head->text_.size()};
-  if (!in.take('{')) return std::nullopt;
+  if (!in.take('{')) return nullptr;
   in.skip_space();
   if (in.p != in.end && *in.p == '}') {
     ++in.p;
   } else {
     for (;;) {
-      if (head->count_ == kMaxMembers) return std::nullopt;
+      if (head->count_ == kMaxMembers) return nullptr;
       Member& member = head->members_[head->count_++];
       std::string_view key;
-      if (!in.string(key) || !in.take(':') || !in.value(member, base)) return std::nullopt;
+      if (!in.string(key) || !in.take(':') || !in.value(member, base)) return nullptr;
       member.key_at = static_cast<std::uint32_t>(key.data() - base);
       member.key_size = static_cast<std::uint32_t>(key.size());
       if (in.take(',')) continue;
-      if (!in.take('}')) return std::nullopt;
+      if (!in.take('}')) return nullptr;
       break;
     }
   }
   in.skip_space();
-  if (in.p != in.end) return std::nullopt;
+  if (in.p != in.end) return nullptr;
   return head;
 }
 
@@ -462,7 +462,7 @@ std::optional<DecodeResult> FrameDecoder::next() {
   auto head = parse_head(text);
   begin_ += total;
   if (auto* err = std::get_if<DecodeError>(&head)) return std::move(*err);
-  return Frame{std::move(std::get<json>(head)), std::move(body), std::nullopt};
+  return Frame{std::move(std::get<json>(head)), std::move(body), nullptr};
 }
 
 }  // namespace coserve

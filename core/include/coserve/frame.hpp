@@ -43,8 +43,8 @@ class FlatHead {
   };
 
   // Reads `text` when it is such an object of at most kMaxMembers members (the rule of
-  // detail::parse_flat_object); nullopt otherwise.
-  static std::optional<FlatHead> parse(std::string_view text);
+  // detail::parse_flat_object); nullptr otherwise.
+  static std::shared_ptr<const FlatHead> parse(std::string_view text);
 
   // The member named `key` (the last one when a key repeats, as in the document), or nullptr.
   const Member* find(std::string_view key) const noexcept;
@@ -63,11 +63,12 @@ class FlatHead {
 };
 
 // A decoded frame: its JSON object and its raw body. A decoder asked for flat heads sets `flat`
-// instead of `head` when it can (head is then null).
+// instead of `head` when it can (head is then null). A pointer, not a member: a frame waits in
+// the suspended reader of every idle connection.
 struct Frame {
   json head;
   std::string body;
-  std::optional<FlatHead> flat = std::nullopt;
+  std::shared_ptr<const FlatHead> flat = nullptr;
 };
 
 // A body the kernel copies from a file to the socket (sendfile) instead of one held in memory.
