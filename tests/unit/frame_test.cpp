@@ -297,11 +297,14 @@ TEST_CASE("a flat head finds fields by name, the last of a repeated key, in a mo
   CHECK(head.find("missing") == nullptr);
   CHECK(head.to_json() == json::parse(R"({"id":7,"service":"echo","op":"again","n":-3,
                                           "ok":true,"none":null})"));
-  // A short text lives inside the string object: the head keeps places, not pointers.
+  // A short text lives inside the string object: the head keeps places, not pointers (views
+  // into the original, or into the moved-from copy, would read freed or cleared characters).
   auto tiny = FlatHead::parse(R"({"a":"b"})");
   REQUIRE(tiny);
   FlatHead copy = *tiny;
+  tiny.reset();
   FlatHead moved = std::move(copy);
+  copy = FlatHead();
   CHECK(moved.string(*moved.find("a")) == "b");
 
   // Past kMaxMembers members the document path takes over.
