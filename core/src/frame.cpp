@@ -333,7 +333,8 @@ DecodeResult decode_whole_frame(std::string_view bytes, const FrameLimits& limit
   auto& obj = std::get<json>(head);
   if (body_len > limits.max_body)
     return DecodeError{errc::too_large, "body over the limit", id_of(obj)};
-  return Frame{std::move(obj), std::string(bytes.substr(kFrameHeaderSize + json_len))};
+  return Frame{std::move(obj), std::string(bytes.substr(kFrameHeaderSize + json_len)), nullptr,
+               bytes.size()};
 }
 
 DecodeResult decode_json_only(std::string_view text, const FrameLimits& limits) {
@@ -341,21 +342,25 @@ DecodeResult decode_json_only(std::string_view text, const FrameLimits& limits) 
     return DecodeError{errc::too_large, "JSON message over the limit", nullptr};
   auto head = parse_head(text);
   if (auto* err = std::get_if<DecodeError>(&head)) return std::move(*err);
-  return Frame{std::move(std::get<json>(head)), {}};
+  return Frame{std::move(std::get<json>(head)), {}, nullptr, text.size()};
 }
 
 std::span<char> FrameDecoder::prepare(std::size_t min_size) {
-  if (pending_receiving())
-    return {pending_->body.data() + pending_filled_, pending_->body.size() - pending_filled_};
+  if (pending_receiving()) {
+    std::string& body = pending_->frame.body;
+    if (pending_->filled == body.size()) grow_pending();
+    return {body.data() + pending_->filled, body.size() - pending_->filled};
+  }
   if (begin_ == end_) begin_ = end_ = 0;
+  const std::size_t unread = end_ - begin_;
+  min_size = std::max<std::size_t>(1, std::min(min_size, std::max(unread, kGrowStep)));
   if (capacity_ - end_ < min_size) {
-    std::size_t unread = end_ - begin_;
     if (capacity_ - unread >= min_size) {
       // Compact: the unread bytes fit with the room asked for.
       if (unread > 0) std::memmove(buffer_.get(), buffer_.get() + begin_, unread);
     } else {
-      // Doubling keeps the copies of a growing frame linear in its size.
-      const std::size_t capacity = std::max(unread + min_size, capacity_ * 2);
+      // Doubling what has arrived keeps the copies of a growing frame linear in its size.
+      const std::size_t capacity = std::max(unread + min_size, unread * 2);
       auto bigger = std::make_unique_for_overwrite<char[]>(capacity);
       if (unread > 0) std::memcpy(bigger.get(), buffer_.get() + begin_, unread);
       buffer_ = std::move(bigger);
@@ -368,8 +373,20 @@ std::span<char> FrameDecoder::prepare(std::size_t min_size) {
 }
 
 void FrameDecoder::commit(std::size_t n) noexcept {
-  if (pending_receiving()) pending_filled_ += n;
+  if (pending_receiving()) pending_->filled += n;
   else end_ += n;
+}
+
+void FrameDecoder::grow_pending() {
+  Pending& p = *pending_;
+  const std::size_t size = std::min(p.size, std::max(kGrowStep, 2 * p.filled));
+  // A new string of exactly this size: std::string's own growth would at least double its
+  // capacity, past the body's length on the last step.
+  std::string bigger;
+  bigger.reserve(size);
+  bigger.append(p.frame.body.data(), std::min(p.filled, p.frame.body.size()));
+  bigger.resize(size);
+  p.frame.body = std::move(bigger);
 }
 
 void FrameDecoder::feed(std::string_view bytes) {
@@ -393,9 +410,8 @@ void FrameDecoder::shrink(std::size_t keep) noexcept {
 std::optional<DecodeResult> FrameDecoder::next() {
   if (pending_) {
     if (pending_receiving()) return std::nullopt;
-    Frame frame = std::move(*pending_);
+    Frame frame = std::move(pending_->frame);
     pending_.reset();
-    pending_filled_ = 0;
     return frame;
   }
   if (skip_ > 0) {
@@ -444,11 +460,13 @@ std::optional<DecodeResult> FrameDecoder::next() {
       return std::move(*err);
     }
     const std::size_t have = end_ - begin_ - kFrameHeaderSize - json_len;
-    pending_ = std::make_unique<Frame>();
-    pending_->head = std::move(std::get<json>(head));
-    pending_->body.resize(body_len);
-    std::memcpy(pending_->body.data(), p + kFrameHeaderSize + json_len, have);
-    pending_filled_ = have;
+    pending_ = std::make_unique<Pending>();
+    pending_->frame.head = std::move(std::get<json>(head));
+    pending_->frame.wire_size = total;
+    pending_->size = body_len;
+    pending_->filled = have;  // sizes the body by what has arrived; copied in just below
+    grow_pending();
+    std::memcpy(pending_->frame.body.data(), p + kFrameHeaderSize + json_len, have);
     begin_ = end_;
     return std::nullopt;
   }
@@ -456,13 +474,13 @@ std::optional<DecodeResult> FrameDecoder::next() {
   if (flat_heads_) {
     if (auto flat = FlatHead::parse(text)) {
       begin_ += total;
-      return Frame{json(), std::move(body), std::move(flat)};
+      return Frame{json(), std::move(body), std::move(flat), total};
     }
   }
   auto head = parse_head(text);
   begin_ += total;
   if (auto* err = std::get_if<DecodeError>(&head)) return std::move(*err);
-  return Frame{std::move(std::get<json>(head)), std::move(body), nullptr};
+  return Frame{std::move(std::get<json>(head)), std::move(body), nullptr, total};
 }
 
 }  // namespace coserve

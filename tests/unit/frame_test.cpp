@@ -1,6 +1,8 @@
 // The frame codec, byte by byte: every split of a stream, limits, garbage.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cstring>
 #include <random>
 
 #include "coserve/frame.hpp"
@@ -377,4 +379,77 @@ TEST_CASE("tagged frames are written exactly as nlohmann would write them") {
     REQUIRE(frame->head.size() == 8 + frame->json_text().size());
     REQUIRE(frame->body == "body");
   }
+}
+
+namespace {
+
+// A frame header and JSON part that announce a body of `body_len` bytes, without the body.
+std::string header_claiming(std::string_view json_text, std::uint32_t body_len) {
+  std::string out = raw_frame(json_text, "");
+  out[4] = char(body_len >> 24);
+  out[5] = char(body_len >> 16);
+  out[6] = char(body_len >> 8);
+  out[7] = char(body_len);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("a header claiming a large body does not make the decoder reserve it", "[frame][budget]") {
+  // 46 bytes announcing 1 MiB: a server must not commit the MiB before it arrives.
+  const std::string head = R"({"id":1,"service":"echo","op":"echo"})";
+  const std::uint32_t body_len = 1 << 20;
+  FrameDecoder d(FrameLimits{64 * 1024, body_len});
+  d.feed(header_claiming(head, body_len));
+  CHECK_FALSE(d.next());
+  CHECK(d.buffered_capacity() <= 2 * FrameDecoder::kGrowStep);
+
+  // As the body arrives, what the decoder holds stays within twice what came plus a step.
+  std::string body(body_len, '\0');
+  for (std::size_t i = 0; i < body.size(); ++i) body[i] = static_cast<char>(i * 13 + 5);
+  std::size_t sent = 0;
+  std::optional<DecodeResult> got;
+  while (sent < body.size()) {
+    auto space = d.prepare(64 * 1024);
+    REQUIRE(space.size() > 0);
+    const auto n = std::min<std::size_t>({space.size(), body.size() - sent, 4096});
+    std::memcpy(space.data(), body.data() + sent, n);
+    d.commit(n);
+    sent += n;
+    INFO("after " << sent << " bytes of the body");
+    CHECK(d.buffered_capacity() <= 2 * sent + 2 * FrameDecoder::kGrowStep);
+    got = d.next();
+    if (got) break;
+  }
+  REQUIRE(got);
+  CHECK(std::get<Frame>(*got).body == body);
+  CHECK(std::get<Frame>(*got).wire_size == kFrameHeaderSize + head.size() + body_len);
+  CHECK(d.buffered_capacity() <= 2 * FrameDecoder::kGrowStep);
+}
+
+TEST_CASE("a partly received small frame grows the buffer by steps, not by what a reader asks",
+          "[frame][budget]") {
+  // A body under the in-place size goes through the buffer: a reader asking for 64 KiB to read
+  // into gets at most a step more than what has arrived.
+  FrameDecoder d;
+  d.feed(header_claiming(R"({"id":2})", 30 * 1024));
+  CHECK_FALSE(d.next());
+  auto space = d.prepare(64 * 1024);
+  CHECK(space.size() <= FrameDecoder::kGrowStep);
+  CHECK(d.buffered_capacity() <= 2 * FrameDecoder::kGrowStep);
+  std::memset(space.data(), 'q', space.size());
+  d.commit(space.size());
+  CHECK_FALSE(d.next());
+  // The rest arrives in whatever the decoder offers; the frame comes out whole.
+  std::size_t left = 30 * 1024 - space.size();
+  while (left > 0) {
+    auto more = d.prepare(left);
+    const auto n = std::min(more.size(), left);
+    std::memset(more.data(), 'q', n);
+    d.commit(n);
+    left -= n;
+  }
+  auto got = d.next();
+  REQUIRE(got);
+  CHECK(std::get<Frame>(*got).body == std::string(30 * 1024, 'q'));
 }

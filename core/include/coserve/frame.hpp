@@ -69,6 +69,9 @@ struct Frame {
   json head;
   std::string body;
   std::shared_ptr<const FlatHead> flat = nullptr;
+  // The frame's size on the wire (header, JSON text and body), set by the decoders: what a
+  // frame kept waiting in a call's inbox is charged against the inbound budgets.
+  std::size_t wire_size = 0;
 };
 
 // A body the kernel copies from a file to the socket (sendfile) instead of one held in memory.
@@ -138,9 +141,15 @@ class FrameDecoder {
   explicit FrameDecoder(FrameLimits limits = {}, bool flat_heads = false)
       : limits_(limits), flat_heads_(flat_heads) {}
 
-  // Space to read into, at least `min_size` bytes unless a large body is being received: then
-  // it is the rest of that body, read straight into the frame (no copy, however large). Call
-  // commit() with what was read.
+  // Memory follows the bytes that have arrived, not the lengths a header claims (8 bytes can
+  // claim a 1 MiB body): the buffer, or a large body being received, grows to at most twice
+  // what has arrived or by kGrowStep, whichever is more.
+  static constexpr std::size_t kGrowStep = 16 * 1024;
+
+  // Space to read into: `min_size` bytes, or fewer when the growth rule above allows fewer
+  // (never none). While a large body is being received it is the next part of that body, read
+  // straight into the frame (the kernel's copy is the only one). Call commit() with what was
+  // read.
   std::span<char> prepare(std::size_t min_size);
   void commit(std::size_t n) noexcept;
   void feed(std::string_view bytes);
@@ -149,6 +158,11 @@ class FrameDecoder {
   std::optional<DecodeResult> next();
 
   std::size_t buffered() const noexcept { return end_ - begin_; }
+  // Bytes of memory the decoder holds for frames not yet delivered: its buffer and a large body
+  // being received. Transports charge it against the server's inbound budget.
+  std::size_t buffered_capacity() const noexcept {
+    return capacity_ + (pending_ ? pending_->frame.body.capacity() : 0);
+  }
   // True when no frame is partly received: a reader may wait with a small buffer.
   bool idle() const noexcept { return !pending_ && begin_ == end_; }
   // Releases the buffer when nothing is buffered and it has grown past `keep` bytes (0: always).
@@ -163,13 +177,18 @@ class FrameDecoder {
   std::size_t begin_ = 0;
   std::size_t end_ = 0;
   std::uint64_t skip_ = 0;  // bytes of an oversized body still to discard
-  // A frame whose large body is read in place (see prepare), and how much of it has arrived.
-  // On the heap: it is rare, and every idle connection holds a decoder.
-  std::unique_ptr<Frame> pending_;
-  std::size_t pending_filled_ = 0;
-  bool pending_receiving() const noexcept {
-    return pending_ && pending_filled_ < pending_->body.size();
-  }
+  // A frame whose large body is read in place (see prepare): the body's length as announced,
+  // and how much of it has arrived. frame.body is the space received into so far; it grows as
+  // bytes arrive. On the heap: it is rare, and every idle connection holds a decoder.
+  struct Pending {
+    Frame frame;
+    std::size_t size = 0;
+    std::size_t filled = 0;
+  };
+  std::unique_ptr<Pending> pending_;
+  bool pending_receiving() const noexcept { return pending_ && pending_->filled < pending_->size; }
+  // Gives the body being received room for more bytes (the growth rule of kGrowStep).
+  void grow_pending();
 };
 
 }  // namespace coserve
