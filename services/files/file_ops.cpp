@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "coserve/error.hpp"
+#include "files/tree_walk.hpp"
 
 namespace coserve::files {
 namespace {
@@ -119,38 +120,53 @@ void hash_prefix(int fd, std::uint64_t length, Sha256& sha, const std::string& s
   }
 }
 
-// Removes `name` in `dir` and everything below it, never following a symlink. Returns the bytes
-// of regular files removed.
-std::uint64_t remove_tree(int dir, const std::string& name, const std::string& shown) {
+// Removes `name` in `dir` and everything below it, never following a symlink. Iterative
+// (walk_tree): a tree thousands of levels deep used to take a descriptor and a stack frame per
+// level here, and ran the server out of both.
+Freed remove_tree(int dir, const std::string& name, const std::string& shown) {
+  Freed freed;
   auto st = lstat_at(dir, name, shown);
-  if (!st) return 0;
+  if (!st) return freed;
   if (!S_ISDIR(st->st_mode)) {
     if (::unlinkat(dir, name.c_str(), 0) != 0) throw_errno(errno, shown);
-    return S_ISREG(st->st_mode) ? static_cast<std::uint64_t>(st->st_size) : 0;
+    return Freed{S_ISREG(st->st_mode) ? static_cast<std::uint64_t>(st->st_size) : 0, 1};
   }
-  int fd = ::openat(dir, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) throw_errno(errno, shown);
-  DIR* listing = ::fdopendir(fd);
-  if (!listing) {
-    int err = errno;
-    ::close(fd);
-    throw_errno(err, shown);
-  }
-  std::vector<std::string> children;
-  while (auto* entry = ::readdir(listing)) {
-    std::string child = entry->d_name;
-    if (child != "." && child != "..") children.push_back(std::move(child));
-  }
-  std::uint64_t freed = 0;
-  try {
-    for (auto& child : children) freed += remove_tree(::dirfd(listing), child, shown);
-  } catch (...) {
-    ::closedir(listing);
-    throw;
-  }
-  ::closedir(listing);
+  UniqueFd root(::openat(dir, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!root) throw_errno(errno, shown);
+  walk_tree(
+      root.get(),
+      [&](int at, const char* child, const struct stat& cst, std::size_t) {
+        if (S_ISDIR(cst.st_mode)) return WalkStep::next;  // emptied, then removed on leaving
+        if (::unlinkat(at, child, 0) != 0) {
+          if (errno == ENOENT) return WalkStep::next;
+          throw_errno(errno, shown);
+        }
+        if (S_ISREG(cst.st_mode)) freed.bytes += static_cast<std::uint64_t>(cst.st_size);
+        ++freed.inodes;
+        return WalkStep::next;
+      },
+      [&](int parent, const std::string& child) {
+        if (::unlinkat(parent, child.c_str(), AT_REMOVEDIR) != 0) throw_errno(errno, shown);
+        ++freed.inodes;
+      });
+  root = UniqueFd();
   if (::unlinkat(dir, name.c_str(), AT_REMOVEDIR) != 0) throw_errno(errno, shown);
+  ++freed.inodes;
   return freed;
+}
+
+// The depth of the deepest entry below the directory `dir`/`name` (0 for an empty one), or
+// `stop_above` + 1 as soon as something is deeper than `stop_above`.
+std::size_t tree_height(int dir, const std::string& name, std::size_t stop_above,
+                        const std::string& shown) {
+  UniqueFd root(::openat(dir, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!root) throw_errno(errno, shown);
+  std::size_t height = 0;
+  walk_tree(root.get(), [&](int, const char*, const struct stat&, std::size_t depth) {
+    height = std::max(height, depth);
+    return height > stop_above ? WalkStep::stop : WalkStep::next;
+  });
+  return height;
 }
 
 }  // namespace
@@ -198,63 +214,92 @@ void require_directory(const Jail& jail, const std::string& path) {
   jail.open(path, O_PATH | O_DIRECTORY);
 }
 
-void make_dir(const Jail& jail, const std::string& path, bool parents) {
+std::uint64_t make_dir(const Jail& jail, const std::string& path, bool parents,
+                       const InodeBudget& budget) {
+  // One directory, counted against the inode limit first; false: it was there already.
+  auto make_one = [&](int dir, const std::string& leaf, const std::string& shown) {
+    if (budget.take && !budget.take())
+      throw Error(errc::quota_exceeded,
+                  shown + ": too many files and directories (services.files.max_inodes)");
+    if (::mkdirat(dir, leaf.c_str(), 0755) == 0) return true;
+    const int err = errno;
+    if (budget.give_back) budget.give_back();
+    if (err != EEXIST || !parents) throw_errno(err, shown);
+    return false;
+  };
   if (path == "/") {
-    if (parents) return;
+    if (parents) return 0;
     throw Error(errc::exists, "/: already exists");
   }
   if (!parents) {
     auto [dir, leaf] = jail.open_parent(path);
-    if (::mkdirat(dir.get(), leaf.c_str(), 0755) != 0) throw_errno(errno, path);
-    return;
+    make_one(dir.get(), leaf, path);
+    return 1;
   }
+  std::uint64_t created = 0;
   // Each prefix in turn: "/a", "/a/b", ...; an existing directory is fine, anything else is not.
   std::size_t next = 1;
   for (;;) {
     auto slash = path.find('/', next);
     std::string prefix = path.substr(0, slash);
     auto [dir, leaf] = jail.open_parent(prefix);
-    if (::mkdirat(dir.get(), leaf.c_str(), 0755) != 0) {
-      if (errno != EEXIST) throw_errno(errno, prefix);
-      auto st = lstat_at(dir.get(), leaf, prefix);
+    // An existing prefix costs nothing: look before charging the inode limit for it.
+    auto existing = lstat_at(dir.get(), leaf, prefix);
+    if (!existing && make_one(dir.get(), leaf, prefix)) {
+      ++created;
+    } else {
+      auto st = existing ? existing : lstat_at(dir.get(), leaf, prefix);
       if (st && !S_ISDIR(st->st_mode) && !S_ISLNK(st->st_mode))
         throw Error(errc::exists, prefix + ": exists and is not a directory");
       // A symlink is fine only where the jail lets us through it to a directory.
       if (st && S_ISLNK(st->st_mode)) jail.open(prefix, O_PATH | O_DIRECTORY);
     }
-    if (slash == std::string::npos) return;
+    if (slash == std::string::npos) return created;
     next = slash + 1;
   }
 }
 
-std::uint64_t remove_path(const Jail& jail, const std::string& path, bool recursive) {
+Freed remove_path(const Jail& jail, const std::string& path, bool recursive) {
   auto [dir, leaf] = jail.open_parent(path);
   auto st = lstat_at(dir.get(), leaf, path);
   if (!st) throw Error(errc::not_found, path + ": no such file or directory");
   if (S_ISDIR(st->st_mode)) {
     if (recursive) return remove_tree(dir.get(), leaf, path);
     if (::unlinkat(dir.get(), leaf.c_str(), AT_REMOVEDIR) != 0) throw_errno(errno, path);
-    return 0;
+    return Freed{0, 1};
   }
   if (::unlinkat(dir.get(), leaf.c_str(), 0) != 0) throw_errno(errno, path);
-  return S_ISREG(st->st_mode) ? static_cast<std::uint64_t>(st->st_size) : 0;
+  return Freed{S_ISREG(st->st_mode) ? static_cast<std::uint64_t>(st->st_size) : 0, 1};
 }
 
-std::uint64_t move_path(const Jail& jail, const std::string& from, const std::string& to,
-                        bool overwrite) {
+Freed move_path(const Jail& jail, const std::string& from, const std::string& to, bool overwrite,
+                std::size_t max_depth) {
   auto [from_dir, from_leaf] = jail.open_parent(from);
   auto [to_dir, to_leaf] = jail.open_parent(to);
-  if (!lstat_at(from_dir.get(), from_leaf, from))
-    throw Error(errc::not_found, from + ": no such file or directory");
-  std::uint64_t replaced = 0;
+  auto source = lstat_at(from_dir.get(), from_leaf, from);
+  if (!source) throw Error(errc::not_found, from + ": no such file or directory");
+  if (max_depth != 0) {
+    // A directory carries its subtree along: two trees at the limit, one moved into the other,
+    // would double the depth with each mv.
+    const std::size_t at = depth_of(to);
+    const std::size_t below =
+        at > max_depth || !S_ISDIR(source->st_mode)
+            ? 0
+            : tree_height(from_dir.get(), from_leaf, max_depth - at, from);
+    if (at + below > max_depth)
+      throw Error(errc::bad_request, to + ": would be more than " + std::to_string(max_depth) +
+                                         " levels deep (services.files.max_depth)");
+  }
+  Freed replaced;
   if (auto target = lstat_at(to_dir.get(), to_leaf, to)) {
     if (!overwrite) throw Error(errc::exists, to + ": already exists");
-    if (S_ISREG(target->st_mode)) replaced = static_cast<std::uint64_t>(target->st_size);
+    if (S_ISREG(target->st_mode)) replaced.bytes = static_cast<std::uint64_t>(target->st_size);
+    replaced.inodes = 1;
   }
   if (::renameat2(from_dir.get(), from_leaf.c_str(), to_dir.get(), to_leaf.c_str(),
                   overwrite ? 0 : RENAME_NOREPLACE) != 0)
     throw_errno(errno, from + " → " + to);
-  return from == to ? 0 : replaced;
+  return from == to ? Freed{} : replaced;
 }
 
 Digest hash_file(const Jail& jail, const std::string& path) {
@@ -351,6 +396,7 @@ PartialUpload::PartialUpload(const Jail& jail, const std::string& path, std::uin
   bool matches = false;
   if (UniqueFd meta{::openat(dir_.get(), meta_.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC)}) {
     std::string text = read_at(meta.get(), 4096, 0, path);
+    meta_bytes_ = text.size();
     auto doc = nlohmann::json::parse(text, nullptr, false);
     matches = doc.is_object() && doc.value("name", "") == leaf_ &&
               doc.value("size", std::uint64_t{0}) == size_ && doc.value("sha256", "") == sha256_;
@@ -376,12 +422,19 @@ PartialUpload::PartialUpload(const Jail& jail, const std::string& path, std::uin
                                               [](const struct stat&) { return true; });
     if (old.claimed) throw Error(errc::busy, path + ": another upload to this file is in progress");
     freed += old.bytes;
+    if (old.removed) ++inodes_removed_;
   } else if (auto old = lstat_at(dir_.get(), partial_, path)) {
     if (S_ISREG(old->st_mode)) freed += static_cast<std::uint64_t>(old->st_size);
-    if (::unlinkat(dir_.get(), partial_.c_str(), 0) != 0 && errno != ENOENT)
+    if (::unlinkat(dir_.get(), partial_.c_str(), 0) == 0)
+      ++inodes_removed_;
+    else if (errno != ENOENT)
       throw_errno(errno, path);
   }
-  ::unlinkat(dir_.get(), meta_.c_str(), 0);
+  if (auto old_meta = lstat_at(dir_.get(), meta_, path);
+      old_meta && ::unlinkat(dir_.get(), meta_.c_str(), 0) == 0) {
+    if (S_ISREG(old_meta->st_mode)) freed += static_cast<std::uint64_t>(old_meta->st_size);
+    ++inodes_removed_;
+  }
   fd_ = open_partial(O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (!fd_) throw_errno(errno, path);
 
@@ -397,6 +450,7 @@ PartialUpload::PartialUpload(const Jail& jail, const std::string& path, std::uin
     if (::fsync(out.get()) != 0) throw_errno(errno, path);
   }
   if (::renameat(dir_.get(), tmp.c_str(), dir_.get(), meta_.c_str()) != 0) throw_errno(errno, path);
+  meta_bytes_ = text.size();
   fsync_dir(dir_.get(), path);
 }
 
@@ -426,13 +480,18 @@ PartialUpload::Result PartialUpload::finish(
   if (::fsync(fd_.get()) != 0) throw_errno(errno, leaf_);
   result.actual_sha256 = sha_.hex_final();
   if (expected.empty() || result.actual_sha256 != expected) {
-    result.freed = discard();
+    auto gone = discard();
+    result.freed = gone.bytes;
+    result.inodes_freed = gone.inodes;
     return result;
   }
   std::uint64_t replaced = 0;
+  std::uint64_t replaced_inodes = 0;
   if (overwrite_) {
-    if (auto target = lstat_at(dir_.get(), leaf_, leaf_); target && S_ISREG(target->st_mode))
-      replaced = static_cast<std::uint64_t>(target->st_size);
+    if (auto target = lstat_at(dir_.get(), leaf_, leaf_)) {
+      if (S_ISREG(target->st_mode)) replaced = static_cast<std::uint64_t>(target->st_size);
+      replaced_inodes = 1;
+    }
   }
   // The target may have changed since open (an mv or rm of the user's own): the caller checks
   // the quota against what is actually replaced now.
@@ -440,7 +499,9 @@ PartialUpload::Result PartialUpload::finish(
     result.refused = true;
     return result;
   }
-  result.freed = replaced;
+  // The metadata file goes too (below).
+  result.freed = replaced + meta_bytes_;
+  result.inodes_freed = replaced_inodes + 1;
   // The verified digest travels with the file (rename keeps attributes), so `get` and `hash`
   // need not hash it again. Best effort: a file system without user xattrs just hashes.
   struct stat st {};
@@ -464,14 +525,20 @@ PartialUpload::Result PartialUpload::finish(
   return result;
 }
 
-std::uint64_t PartialUpload::discard() {
-  std::uint64_t bytes = 0;
+Freed PartialUpload::discard() {
+  Freed gone;
   struct stat st {};
-  if (fd_ && ::fstat(fd_.get(), &st) == 0) bytes = static_cast<std::uint64_t>(st.st_size);
-  claim_.release_after([&] { ::unlinkat(dir_.get(), partial_.c_str(), 0); });
-  ::unlinkat(dir_.get(), meta_.c_str(), 0);
+  const std::uint64_t bytes =
+      fd_ && ::fstat(fd_.get(), &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
+  claim_.release_after([&] {
+    if (::unlinkat(dir_.get(), partial_.c_str(), 0) == 0) gone = Freed{bytes, 1};
+  });
+  if (::unlinkat(dir_.get(), meta_.c_str(), 0) == 0) {
+    gone.bytes += meta_bytes_;
+    ++gone.inodes;
+  }
   fd_ = UniqueFd();
-  return bytes;
+  return gone;
 }
 
 // --- ActivePartials and the sweep of abandoned uploads ------------------------------------------
@@ -520,8 +587,17 @@ constexpr int kMaxSweepDepth = 128;
 struct Sweep {
   std::time_t cutoff = 0;  // mtime at or before this: abandoned
   ActivePartials& active;
-  std::uint64_t freed = 0;
+  Freed freed;
 };
+
+// Unlinks `name` in `dir` if it is a regular file; counts it in `freed`.
+void unlink_counted(int dir, const std::string& name, Freed& freed) {
+  struct stat st {};
+  if (::fstatat(dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) return;
+  if (::unlinkat(dir, name.c_str(), 0) != 0) return;
+  freed.bytes += static_cast<std::uint64_t>(st.st_size);
+  ++freed.inodes;
+}
 
 bool abandoned(const struct stat& st, std::time_t cutoff) {
   return S_ISREG(st.st_mode) && st.st_mtim.tv_sec <= cutoff;
@@ -546,10 +622,11 @@ void sweep_dir(int dir, Sweep& sweep, int depth) {
         auto gone = sweep.active.remove_unless_claimed(
             fd, name, [&](const struct stat& st) { return abandoned(st, sweep.cutoff); });
         if (gone.removed) {
-          sweep.freed += gone.bytes;
+          sweep.freed.bytes += gone.bytes;
+          ++sweep.freed.inodes;
           std::string meta = name.substr(0, name.size() - kPartialDataSuffix.size()) + ".meta";
-          ::unlinkat(fd, meta.c_str(), 0);
-          ::unlinkat(fd, (meta + ".tmp").c_str(), 0);
+          unlink_counted(fd, meta, sweep.freed);
+          unlink_counted(fd, meta + ".tmp", sweep.freed);
         }
       } else if (auto dot = name.find(".meta"); dot != std::string::npos) {
         // Metadata whose data is gone (a crash between the two): old enough, it goes too.
@@ -558,7 +635,7 @@ void sweep_dir(int dir, Sweep& sweep, int depth) {
         if (::fstatat(fd, data.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT &&
             ::fstatat(fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
             abandoned(st, sweep.cutoff))
-          ::unlinkat(fd, name.c_str(), 0);
+          unlink_counted(fd, name, sweep.freed);
       }
       continue;
     }
@@ -574,11 +651,10 @@ void sweep_dir(int dir, Sweep& sweep, int depth) {
 
 }  // namespace
 
-std::uint64_t sweep_partials(const std::string& home, std::chrono::seconds ttl,
-                             ActivePartials& active) {
+Freed sweep_partials(const std::string& home, std::chrono::seconds ttl, ActivePartials& active) {
   int dir = ::open(home.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir < 0) return 0;  // no home yet: nothing to sweep
-  Sweep sweep{std::time(nullptr) - static_cast<std::time_t>(ttl.count()), active};
+  if (dir < 0) return Freed{};  // no home yet: nothing to sweep
+  Sweep sweep{std::time(nullptr) - static_cast<std::time_t>(ttl.count()), active, Freed{}};
   sweep_dir(dir, sweep, 0);
   return sweep.freed;
 }

@@ -29,6 +29,19 @@ struct EntryInfo {
   std::int64_t mtime = 0;  // seconds since the epoch
 };
 
+// What an operation took off the disk, for the quota ledger.
+struct Freed {
+  std::uint64_t bytes = 0;   // of regular files (partial data and metadata included)
+  std::uint64_t inodes = 0;  // entries of any type
+};
+
+// Counts the directories make_dir creates against the user's inode limit: take() before each
+// mkdir (false refuses it with quota_exceeded), give_back() when that mkdir created nothing.
+struct InodeBudget {
+  std::function<bool()> take;
+  std::function<void()> give_back;
+};
+
 // lstat-like: a symlink is reported as one, not followed.
 EntryInfo stat_path(const Jail& jail, const std::string& path);
 // Entries sorted by name, hidden upload files left out; at most `max_entries` (then truncated).
@@ -36,14 +49,18 @@ std::vector<EntryInfo> list_dir(const Jail& jail, const std::string& path, std::
                                 bool& truncated);
 // Throws not_found unless `path` is a directory (cd).
 void require_directory(const Jail& jail, const std::string& path);
-void make_dir(const Jail& jail, const std::string& path, bool parents);
-// A file, a symlink, or an empty directory; a whole tree when `recursive`. Returns the bytes of
-// regular files removed (for the quota ledger).
-std::uint64_t remove_path(const Jail& jail, const std::string& path, bool recursive);
-// Rename; refuses to replace an existing target unless `overwrite`. Returns the bytes of a
-// replaced regular file.
-std::uint64_t move_path(const Jail& jail, const std::string& from, const std::string& to,
-                        bool overwrite);
+// Returns the number of directories created.
+std::uint64_t make_dir(const Jail& jail, const std::string& path, bool parents,
+                       const InodeBudget& budget = {});
+// A file, a symlink, or an empty directory; a whole tree when `recursive`, walked iteratively
+// with a bounded number of descriptors (tree_walk.hpp), so a tree of any depth goes. Returns
+// what was removed (for the quota ledger).
+Freed remove_path(const Jail& jail, const std::string& path, bool recursive);
+// Rename; refuses to replace an existing target unless `overwrite`. With `max_depth` (0: none),
+// refuses with bad_request a move that would put anything deeper than `max_depth` components
+// (a directory's subtree counts). Returns the replaced target.
+Freed move_path(const Jail& jail, const std::string& from, const std::string& to, bool overwrite,
+                std::size_t max_depth = 0);
 
 struct Digest {
   std::uint64_t size = 0;
@@ -131,7 +148,7 @@ class ActivePartials {
 class PartialUpload {
  public:
   // Opens the upload for `path`. Resumes when the metadata matches size and sha256, otherwise
-  // replaces any old partial (its bytes are added to `freed`). Throws exists when the target
+  // replaces any old partial (its bytes, metadata included, are added to `freed`). Throws exists when the target
   // exists and !overwrite, bad_request when the target is a directory, busy when another upload
   // has the partial open. `active` (may be null in unit tests) records the partial as in use.
   PartialUpload(const Jail& jail, const std::string& path, std::uint64_t size, std::string sha256,
@@ -145,6 +162,12 @@ class PartialUpload {
   bool resumed() const noexcept { return resumed_; }
   // Bytes of the regular file an overwrite will replace, as seen at open (0 if none).
   std::uint64_t replacing() const noexcept { return replacing_; }
+  // Entries an old partial (data, metadata) left when this upload started over.
+  std::uint64_t inodes_removed() const noexcept { return inodes_removed_; }
+  // Bytes of the metadata file (it counts against the quota like the data).
+  std::uint64_t meta_bytes() const noexcept { return meta_bytes_; }
+  // Entries a fresh upload created: its data and metadata files (0 when resumed).
+  std::uint64_t inodes_created() const noexcept { return resumed_ ? 0 : 2; }
 
   // Appends and hashes a chunk. Throws bad_request past the announced size.
   void write(std::string_view data);
@@ -153,7 +176,9 @@ class PartialUpload {
     bool verified = false;
     bool refused = false;  // may_replace said no: the target and the partial stay as they are
     std::string actual_sha256;
-    std::uint64_t freed = 0;  // bytes of the replaced target, or of the discarded partial
+    // The replaced target and the metadata file, or the discarded partial and its metadata.
+    std::uint64_t freed = 0;
+    std::uint64_t inodes_freed = 0;
   };
   // All bytes are in: fsync, check the digest, then rename into place and fsync the directory.
   // On a mismatch the partial is deleted and the target left untouched. Just before the rename,
@@ -162,8 +187,8 @@ class PartialUpload {
   // at open, or else `sha256_at_end`.
   Result finish(const std::string& sha256_at_end = {},
                 const std::function<bool(std::uint64_t replaced)>& may_replace = {});
-  // Deletes the partial and its metadata (a fresh upload that was refused). Returns its bytes.
-  std::uint64_t discard();
+  // Deletes the partial and its metadata (a fresh upload that was refused).
+  Freed discard();
 
  private:
   UniqueFd dir_;
@@ -177,6 +202,8 @@ class PartialUpload {
   bool overwrite_ = false;
   bool resumed_ = false;
   std::uint64_t replacing_ = 0;
+  std::uint64_t inodes_removed_ = 0;
+  std::uint64_t meta_bytes_ = 0;
   std::uint64_t writeback_from_ = 0;  // bytes before this were handed to the disk already
   // Releases the claim on the partial when the upload ends, also when its constructor throws.
   struct Claim {
@@ -208,9 +235,9 @@ std::string partial_name_for(const std::string& leaf);
 
 // BLOCKING. Deletes the abandoned uploads under `home`: partial data (with its metadata) not
 // written for `ttl`, and stray metadata files as old, except what `active` has open. Walks by
-// directory fds from the home without following any symlink. Returns the bytes of partial data
-// deleted (they counted against the quota).
-std::uint64_t sweep_partials(const std::string& home, std::chrono::seconds ttl,
+// directory fds from the home without following any symlink. Returns what it deleted (partial
+// data and metadata: they counted against the quota).
+Freed sweep_partials(const std::string& home, std::chrono::seconds ttl,
                              ActivePartials& active);
 
 }  // namespace coserve::files

@@ -63,6 +63,8 @@ json FilesService::defaults() {
   return {{"chunk_bytes", 1024 * 1024},
           {"upload_window_bytes", 4 * 1024 * 1024},
           {"max_list_entries", 5000},
+          {"max_depth", 64},
+          {"max_inodes", 100000},
           {"partial_ttl_s", 24 * 3600},
           {"resolver", "auto"}};
 }
@@ -84,6 +86,11 @@ FilesService::FilesService(ServiceContext& ctx)
           ctx.settings.value("upload_window_bytes", std::uint64_t{4 << 20}), 64 * 1024,
           6 * 1024 * 1024)),
       max_list_entries_(ctx.settings.value("max_list_entries", std::size_t{5000})),
+      // Depth costs the server a little on every walk of the home and nothing to the user, so
+      // it is bounded like everything else: 64 levels is more than any real tree needs.
+      max_depth_(ctx.settings.value("max_depth", std::size_t{64})),
+      // Directories and empty files cost no quota bytes but do cost every scan and rm -r.
+      max_inodes_(ctx.settings.value("max_inodes", std::uint64_t{100000})),
       partial_ttl_(std::max<std::int64_t>(1, ctx.settings.value("partial_ttl_s", 24 * 3600))),
       // Often enough that a partial outlives its TTL by at most half of it (an hour at most).
       sweep_interval_(std::clamp<std::chrono::seconds>(partial_ttl_ / 2, std::chrono::seconds(1),
@@ -141,28 +148,57 @@ std::uint64_t FilesService::sweep_homes() {
   std::uint64_t total = 0;
   for (auto& [user, home] : homes) {
     auto freed = sweep_partials(home.string(), partial_ttl_, active_partials_);
-    if (freed == 0) continue;
-    ledger_.forget_if_known(user, freed);
-    abandoned_bytes_removed_.inc(freed);
+    if (freed.inodes == 0) continue;
+    ledger_.forget_if_known(user, freed.bytes);
+    ledger_.forget_inodes_if_known(user, freed.inodes);
+    abandoned_bytes_removed_.inc(freed.bytes);
     log::info("files: deleted abandoned uploads of {} ({} bytes) after {} s without a write", user,
-              freed, partial_ttl_.count());
-    total += freed;
+              freed.bytes, partial_ttl_.count());
+    total += freed.bytes;
   }
   return total;
+}
+
+std::optional<FilesService::Home> FilesService::locate(const std::string& user) const {
+  if (!auth_) return Home{data_dir_ / "homes" / user, 0};
+  auto found = auth_->users().find(user);
+  if (!found) return std::nullopt;
+  return Home{found->home, found->quota_bytes};
+}
+
+void FilesService::check_depth(const std::string& path) const {
+  if (max_depth_ != 0 && depth_of(path) > max_depth_)
+    throw Error(errc::bad_request, path + ": more than " + std::to_string(max_depth_) +
+                                       " levels deep (services.files.max_depth)");
+}
+
+awaitable<std::uint64_t> FilesService::remaining(std::string user) {
+  auto home = locate(user);
+  if (!home) co_return 0;
+  if (!ledger_.known(user)) {
+    auto scan_home = [dir = home->dir] { return QuotaLedger::scan(dir); };
+    auto found = co_await offload(runtime_.blocking(), std::move(scan_home));
+    ledger_.learn(user, found.bytes, found.inodes);
+  }
+  co_return ledger_.remaining(user, home->quota);
+}
+
+awaitable<void> FilesService::rescan(std::string user) {
+  auto home = locate(user);
+  if (!home) co_return;
+  auto scan_home = [dir = home->dir] { return QuotaLedger::scan(dir); };
+  auto found = co_await offload(runtime_.blocking(), std::move(scan_home));
+  ledger_.relearn(user, found);
 }
 
 awaitable<FilesSession*> FilesService::enter(Call& call) {
   auto& session = call.session();
   const std::string name = session.user();
   if (name.empty()) throw Error(errc::unauthenticated, "service 'files' needs a login");
-  std::filesystem::path home = data_dir_ / "homes" / name;
-  std::uint64_t quota = 0;
-  if (auth_) {
-    auto user = auth_->users().find(name);
-    if (!user) throw Error(errc::unauthenticated, "user '" + name + "' no longer exists");
-    home = user->home;
-    quota = user->quota_bytes;
-  }
+  auto located = locate(name);
+  if (!located) throw Error(errc::unauthenticated, "user '" + name + "' no longer exists");
+  const std::filesystem::path home = located->dir;
+  const std::uint64_t quota = located->quota;
   auto& state = session.state<FilesSession>();
   if (state.user != name || !state.jail) {
     // A new login on this session: a fresh jail, back at "/".
@@ -177,7 +213,7 @@ awaitable<FilesSession*> FilesService::enter(Call& call) {
   if (!ledger_.known(name)) {
     auto scan_home = [home] { return QuotaLedger::scan(home); };
     auto used = co_await offload(runtime_.blocking(), std::move(scan_home));
-    ledger_.learn(name, used);
+    ledger_.learn(name, used.bytes, used.inodes);
   }
   state.quota = quota;
   co_return &state;
@@ -235,7 +271,12 @@ awaitable<Outcome> FilesService::mkdir(Call& call) {
   auto* s = co_await enter(call);
   auto path = path_field(call, *s, "path");
   bool parents = call.get_or<bool>("parents", false);
-  auto make = [jail = s->jail, path, parents] { make_dir(*jail, path, parents); };
+  check_depth(path);
+  auto make = [this, jail = s->jail, path, parents, user = s->user] {
+    InodeBudget budget{[&] { return ledger_.take_inodes(user, 1, max_inodes_); },
+                       [&] { ledger_.drop_inodes(user, 1); }};
+    make_dir(*jail, path, parents, budget);
+  };
   co_await offload(runtime_.blocking(), std::move(make));
   co_return Outcome::ok({{"path", path}});
 }
@@ -248,8 +289,9 @@ awaitable<Outcome> FilesService::rm(Call& call) {
     return remove_path(*jail, path, recursive);
   };
   auto freed = co_await offload(runtime_.blocking(), std::move(remove_it));
-  ledger_.remove_used(s->user, freed);
-  co_return Outcome::ok({{"path", path}, {"freed", freed}});
+  ledger_.remove_used(s->user, freed.bytes);
+  ledger_.drop_inodes(s->user, freed.inodes);
+  co_return Outcome::ok({{"path", path}, {"freed", freed.bytes}});
 }
 
 awaitable<Outcome> FilesService::mv(Call& call) {
@@ -257,19 +299,23 @@ awaitable<Outcome> FilesService::mv(Call& call) {
   auto from = path_field(call, *s, "from");
   auto to = path_field(call, *s, "to");
   bool overwrite = call.get_or<bool>("overwrite", false);
-  auto move_it = [jail = s->jail, from, to, overwrite] {
-    return move_path(*jail, from, to, overwrite);
+  auto move_it = [jail = s->jail, from, to, overwrite, max = max_depth_] {
+    return move_path(*jail, from, to, overwrite, max);
   };
   auto freed = co_await offload(runtime_.blocking(), std::move(move_it));
-  ledger_.remove_used(s->user, freed);
+  ledger_.remove_used(s->user, freed.bytes);
+  ledger_.drop_inodes(s->user, freed.inodes);
   co_return Outcome::ok({{"from", from}, {"to", to}});
 }
 
 awaitable<Outcome> FilesService::quota(Call& call) {
   auto* s = co_await enter(call);
   auto usage = ledger_.usage(s->user, s->quota);
-  co_return Outcome::ok(
-      {{"used", usage.used}, {"reserved", usage.reserved}, {"limit", usage.limit}});
+  co_return Outcome::ok({{"used", usage.used},
+                        {"reserved", usage.reserved},
+                        {"limit", usage.limit},
+                        {"inodes", usage.inodes},
+                        {"max_inodes", max_inodes_}});
 }
 
 awaitable<Outcome> FilesService::hash(Call& call) {
@@ -328,6 +374,7 @@ awaitable<Outcome> FilesService::put(Call& call) {
   if (!sha256.empty() && !is_sha256_hex(sha256))
     co_return Outcome::fail(errc::bad_request, "sha256 must be 64 hex digits");
   bool overwrite = call.get_or<bool>("overwrite", false);
+  check_depth(path);
   const std::string user = s->user;
   const std::uint64_t limit = s->quota;
   if (limit != 0 && size > limit)
@@ -350,29 +397,37 @@ awaitable<Outcome> FilesService::put(Call& call) {
   auto opened = co_await offload(runtime_.blocking(), std::move(open_upload));
   auto upload = std::move(opened.upload);
   ledger_.remove_used(user, opened.freed);
+  ledger_.drop_inodes(user, upload->inodes_removed());
 
   // The quota is reserved for every byte still to come before the first one moves; the check
   // and the reservation are one step, so parallel uploads cannot overshoot together. An
-  // overwrite reserves only the growth: the bytes of the file it replaces are credited, so a
-  // user at their quota can replace a file with one of the same size. (While the upload runs
-  // both are on disk; `used` shows that, and other uploads see less room meanwhile.)
+  // overwrite reserves the whole new file too: the old one stays on disk until the rename, and
+  // an upload that never ends (or whose target moved away meanwhile) leaves its partial next to
+  // it. Crediting the old file's bytes let put-overwrite / mv / put ... pile partials up to
+  // seven times the quota. A fresh upload's metadata file, already written, is charged with it.
   const std::uint64_t start = upload->offset();
+  const std::uint64_t meta = upload->resumed() ? 0 : upload->meta_bytes();
   const std::uint64_t need = size - start;
-  const std::uint64_t credited = std::min(upload->replacing(), need);
-  if (!ledger_.reserve(user, need - credited, limit)) {
+  const std::uint64_t created = upload->inodes_created();
+  const bool inodes_fit = ledger_.take_inodes(user, created, max_inodes_);
+  if (!inodes_fit || !ledger_.reserve(user, need + meta, limit)) {
+    if (inodes_fit) ledger_.drop_inodes(user, created);
+    // A fresh partial was never charged: it just goes.
     if (!upload->resumed()) {
       auto discard = [upload] { return upload->discard(); };
-      auto dropped = co_await offload(runtime_.blocking(), std::move(discard));
-      ledger_.remove_used(user, dropped);
+      co_await offload(runtime_.blocking(), std::move(discard));
     }
-    auto usage = ledger_.usage(user, limit);
-    co_return Outcome::fail(
-        errc::quota_exceeded,
-        "upload needs " + std::to_string(need - credited) + " bytes; " +
-            std::to_string(limit - std::min(limit, usage.used + usage.reserved)) +
-            " left of your quota");
+    if (!inodes_fit)
+      co_return Outcome::fail(errc::quota_exceeded,
+                              "too many files and directories: the limit is " +
+                                  std::to_string(max_inodes_) + " (services.files.max_inodes)");
+    co_return Outcome::fail(errc::quota_exceeded,
+                            "upload needs " + std::to_string(need + meta) + " bytes; " +
+                                std::to_string(ledger_.remaining(user, limit)) +
+                                " left of your quota");
   }
-  Reservation reservation(ledger_, user, need - credited);
+  Reservation reservation(ledger_, user, need + meta);
+  reservation.commit(meta);
 
   // Credit: the client may send up to `granted` (an absolute offset); each write moves it on.
   std::uint64_t granted = std::min(size, start + window_bytes_);
@@ -388,6 +443,10 @@ awaitable<Outcome> FilesService::put(Call& call) {
       const std::uint64_t n = frame->body.size();
       if (n > granted - upload->offset())
         co_return Outcome::fail(errc::bad_request, "data beyond the granted credit");
+      // Credit never runs past the size, so past the reservation neither; checked all the same,
+      // since a byte written unreserved is a byte over the quota.
+      if (n > reservation.left())
+        co_return Outcome::fail(errc::quota_exceeded, "data beyond the quota reserved for it");
       auto write_chunk = [upload, body = std::move(frame->body)] { upload->write(body); };
       co_await offload(runtime_.blocking(), std::move(write_chunk));
       reservation.commit(n);
@@ -417,19 +476,11 @@ awaitable<Outcome> FilesService::put(Call& call) {
         co_return Outcome::fail(errc::bad_request, "end after " + std::to_string(upload->offset()) +
                                                        " of " + std::to_string(size) +
                                                        " bytes; a new put resumes it");
-      // The credit holds only if the file it counted on is still the one replaced: otherwise
-      // the result must fit the quota as it is now.
-      auto finish = [this, upload, user, limit, credited, expected] {
-        return upload->finish(expected, [this, &user, limit, credited](std::uint64_t replaced) {
-          return replaced >= credited || ledger_.fits_after_removing(user, replaced, limit);
-        });
-      };
+      // Everything was reserved: whatever the target is by now, replacing it only frees bytes.
+      auto finish = [upload, expected] { return upload->finish(expected); };
       auto result = co_await offload(runtime_.blocking(), std::move(finish));
-      if (result.refused)
-        co_return Outcome::fail(errc::quota_exceeded,
-                                "the file it was to replace changed; the new one does not fit "
-                                "your quota (a new put resumes it)");
       ledger_.remove_used(user, result.freed);
+      ledger_.drop_inodes(user, result.inodes_freed);
       if (!result.verified)
         co_return Outcome::fail(
             errc::checksum_mismatch,

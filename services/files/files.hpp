@@ -9,6 +9,13 @@
 // The handlers are thin: paths go through normalize() and a Jail (path_jail.hpp), disk work
 // through file_ops.hpp on the blocking pool, quota through the QuotaLedger.
 //
+// Limits that bound what a user can make the server hold or walk (docs/operations.md, "Security
+// model"): the byte quota (every regular file, partials and their metadata included; an upload
+// reserves all it may write before it writes), services.files.max_inodes entries per home, and
+// services.files.max_depth levels for anything mkdir, put or mv creates. Every walk of a home
+// (quota scan, rm -r, mv's depth check) is iterative with a bounded number of descriptors, so
+// a tree deeper than the limit that reached the disk another way costs time, not the server.
+//
 // Abandoned uploads: partials nobody has written for services.files.partial_ttl_s are deleted
 // (freeing their quota) at start and then periodically, by a sweep on the blocking pool.
 //
@@ -20,6 +27,7 @@
 #include <chrono>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -72,6 +80,20 @@ class FilesService final : public BasicService<FilesService> {
   QuotaLedger& ledger() noexcept { return ledger_; }
   void stop() override;
 
+  // --- For other services (the command service runs programs that write into a home) --------
+  // Thread-safe: call from a coroutine on any executor, concurrently with anything. The disk
+  // work runs on the blocking pool, never on the caller's thread; the ledger's figures change
+  // under its mutex, which is never held across a co_await. Both throw only for bugs.
+  //
+  // Bytes `user` may still add under their quota: limit - used - reserved, 0 when over it,
+  // QuotaLedger::kUnlimited for a user without a quota, 0 for a user that does not exist.
+  // Scans the home first when the usage is not known yet.
+  awaitable<std::uint64_t> remaining(std::string user);
+  // Scans `user`'s home again and replaces the bytes and entries on record with what is on
+  // disk, keeping the reservations of uploads in progress. Call after anything outside this
+  // service changed the home (a command run ended). Nothing for a user that does not exist.
+  awaitable<void> rescan(std::string user);
+
  private:
   // Sweeps at start, then every sweep_interval_, until stop().
   awaitable<void> sweep_loop();
@@ -81,6 +103,14 @@ class FilesService final : public BasicService<FilesService> {
   // The caller's per-session state, with the jail opened and the quota usage known. Throws
   // Error(unauthenticated) for an anonymous session or a user that no longer exists.
   awaitable<FilesSession*> enter(Call& call);
+  struct Home {
+    std::filesystem::path dir;
+    std::uint64_t quota = 0;  // bytes, 0 = none
+  };
+  // Where `user` lives and their quota; nullopt for a user the auth service does not know.
+  std::optional<Home> locate(const std::string& user) const;
+  // Refuses (bad_request) a path that would nest deeper than max_depth_.
+  void check_depth(const std::string& path) const;
   // `field` of the request, resolved against the session's cwd.
   std::string path_field(Call& call, FilesSession& session, std::string_view field) const;
 
@@ -91,6 +121,8 @@ class FilesService final : public BasicService<FilesService> {
   std::size_t chunk_bytes_;
   std::uint64_t window_bytes_;
   std::size_t max_list_entries_;
+  std::size_t max_depth_;       // components of a path mkdir, put or mv may create; 0 = none
+  std::uint64_t max_inodes_;    // entries per home; 0 = none
   QuotaLedger ledger_;
   std::mutex uploads_mutex_;
   std::set<std::string> uploads_;  // "user:path" of uploads in progress; uploads_mutex_

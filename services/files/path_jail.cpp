@@ -108,6 +108,13 @@ std::string normalize(std::string_view cwd, std::string_view path) {
   return out;
 }
 
+std::size_t depth_of(std::string_view virtual_path) {
+  std::size_t depth = 0;
+  for (std::size_t i = 0; i < virtual_path.size(); ++i)
+    if (virtual_path[i] == '/' && i + 1 < virtual_path.size()) ++depth;
+  return depth;
+}
+
 std::pair<std::string, std::string> split_parent(const std::string& virtual_path) {
   if (virtual_path == "/") throw Error(errc::forbidden, "not allowed on the home directory itself");
   auto slash = virtual_path.rfind('/');

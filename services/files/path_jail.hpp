@@ -47,6 +47,9 @@ inline constexpr std::size_t kMaxNameLength = 255;
 // paths or names, forbidden for ".." above "/" and for reserved names.
 std::string normalize(std::string_view cwd, std::string_view path);
 
+// Components of a normalized virtual path: "/" is 0 levels deep, "/a/b" 2.
+std::size_t depth_of(std::string_view virtual_path);
+
 // "/a/b" → {"/a", "b"}; "/" has no parent (forbidden: the home itself cannot be replaced).
 std::pair<std::string, std::string> split_parent(const std::string& virtual_path);
 

@@ -1,8 +1,13 @@
 #include "files/quota_ledger.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
 #include <algorithm>
 
+#include "coserve/error.hpp"
 #include "files/path_jail.hpp"
+#include "files/tree_walk.hpp"
 
 namespace coserve::files {
 
@@ -11,30 +16,40 @@ bool QuotaLedger::known(const std::string& user) const {
   return entries_.contains(user);
 }
 
-void QuotaLedger::learn(const std::string& user, std::uint64_t used_on_disk) {
+void QuotaLedger::learn(const std::string& user, std::uint64_t used_on_disk,
+                        std::uint64_t inodes) {
   std::lock_guard lock(mutex_);
-  entries_.try_emplace(user, Entry{used_on_disk, 0});
+  entries_.try_emplace(user, Entry{used_on_disk, 0, inodes});
 }
 
-std::uint64_t QuotaLedger::scan(const std::filesystem::path& home) {
-  namespace fs = std::filesystem;
-  std::uint64_t total = 0;
-  std::error_code ec;
-  // recursive_directory_iterator does not follow directory symlinks by default.
-  for (fs::recursive_directory_iterator it(home, fs::directory_options::skip_permission_denied, ec),
-       end;
-       !ec && it != end; it.increment(ec)) {
-    std::error_code stat_ec;
-    auto status = it->symlink_status(stat_ec);
-    // An upload's metadata files are ours, not the user's; its partial data does count.
-    auto name = it->path().filename().string();
-    if (name.starts_with(kPartialPrefix) && !name.ends_with(kPartialDataSuffix)) continue;
-    if (!stat_ec && fs::is_regular_file(status)) {
-      auto size = it->file_size(stat_ec);
-      if (!stat_ec) total += size;
+void QuotaLedger::relearn(const std::string& user, DiskUsage on_disk) {
+  std::lock_guard lock(mutex_);
+  auto& e = entries_[user];
+  e.used = on_disk.bytes;
+  e.inodes = on_disk.inodes;
+}
+
+QuotaLedger::DiskUsage QuotaLedger::scan(const std::filesystem::path& home) {
+  DiskUsage total;
+  UniqueFd root(::open(home.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!root) return total;  // no home yet: nothing stored
+  // recursive_directory_iterator held a descriptor and the full path per level: a tree 24 000
+  // levels deep took it to gigabytes. The walk holds neither.
+  // A tree moved while walking it (busy) is walked again; a home that keeps changing under three
+  // walks (a program running in it) is counted as the last walk found it.
+  for (int attempt = 0;; ++attempt) {
+    total = DiskUsage{};
+    try {
+      walk_tree(root.get(), [&](int, const char*, const struct stat& st, std::size_t) {
+        ++total.inodes;
+        if (S_ISREG(st.st_mode)) total.bytes += static_cast<std::uint64_t>(st.st_size);
+        return WalkStep::next;
+      });
+      return total;
+    } catch (const Error&) {
+      if (attempt == 2) return total;
     }
   }
-  return total;
 }
 
 bool QuotaLedger::reserve(const std::string& user, std::uint64_t bytes, std::uint64_t limit) {
@@ -80,21 +95,39 @@ void QuotaLedger::forget_if_known(const std::string& user, std::uint64_t bytes) 
   it->second.used -= std::min(it->second.used, bytes);
 }
 
-bool QuotaLedger::fits_after_removing(const std::string& user, std::uint64_t removed,
-                                      std::uint64_t limit) const {
-  if (limit == 0) return true;
+void QuotaLedger::forget_inodes_if_known(const std::string& user, std::uint64_t inodes) {
   std::lock_guard lock(mutex_);
   auto it = entries_.find(user);
-  if (it == entries_.end()) return true;
-  const auto& e = it->second;
-  return e.used - std::min(e.used, removed) + e.reserved <= limit;
+  if (it == entries_.end()) return;
+  it->second.inodes -= std::min(it->second.inodes, inodes);
+}
+
+bool QuotaLedger::take_inodes(const std::string& user, std::uint64_t n, std::uint64_t max) {
+  std::lock_guard lock(mutex_);
+  auto& e = entries_[user];
+  if (max != 0 && (e.inodes > max || n > max - e.inodes)) return false;
+  e.inodes += n;
+  return true;
+}
+
+void QuotaLedger::drop_inodes(const std::string& user, std::uint64_t n) {
+  std::lock_guard lock(mutex_);
+  auto& e = entries_[user];
+  e.inodes -= std::min(e.inodes, n);
 }
 
 QuotaLedger::Usage QuotaLedger::usage(const std::string& user, std::uint64_t limit) const {
   std::lock_guard lock(mutex_);
   auto it = entries_.find(user);
-  if (it == entries_.end()) return Usage{0, 0, limit};
-  return Usage{it->second.used, it->second.reserved, limit};
+  if (it == entries_.end()) return Usage{0, 0, limit, 0};
+  return Usage{it->second.used, it->second.reserved, limit, it->second.inodes};
+}
+
+std::uint64_t QuotaLedger::remaining(const std::string& user, std::uint64_t limit) const {
+  if (limit == 0) return kUnlimited;
+  auto u = usage(user, limit);
+  const std::uint64_t taken = u.used + u.reserved;
+  return taken >= limit ? 0 : limit - taken;
 }
 
 }  // namespace coserve::files

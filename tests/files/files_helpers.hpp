@@ -33,6 +33,15 @@ inline void add_user(const std::filesystem::path& data_dir, const std::string& n
   REQUIRE(result.status == 0);
 }
 
+// Bytes of every regular file under `home`, hidden partial uploads and their metadata included:
+// what the quota's `used` must equal once nothing is in flight.
+inline std::uint64_t bytes_on_disk(const std::filesystem::path& home) {
+  std::uint64_t total = 0;
+  for (auto& e : std::filesystem::recursive_directory_iterator(home))
+    if (e.is_regular_file() && !e.is_symlink()) total += e.file_size();
+  return total;
+}
+
 inline std::string random_bytes(std::size_t n, std::uint64_t seed = 1) {
   std::mt19937_64 rng(seed);
   std::string out(n, '\0');

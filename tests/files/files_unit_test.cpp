@@ -2,6 +2,7 @@
 // the jail on real directories (both resolvers), the quota ledger, partial uploads, the
 // throttle, size parsing and the user store.
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -16,6 +17,7 @@
 #include "files/file_ops.hpp"
 #include "files/path_jail.hpp"
 #include "files/quota_ledger.hpp"
+#include "files/tree_walk.hpp"
 #include "test_support.hpp"
 
 using namespace coserve;
@@ -149,7 +151,8 @@ TEST_CASE("PartialUpload resumes, verifies and hides its files", "[files][unit]"
     up.write("abd");
     auto result = up.finish();
     CHECK(!result.verified);
-    CHECK(result.freed == 3);
+    CHECK(result.freed == 3 + up.meta_bytes());  // the data and its metadata file
+    CHECK(result.inodes_freed == 2);
   }
   CHECK(code_of([&] { stat_path(jail, "/g"); }) == errc::not_found);
   CHECK(fs::is_empty(dir.path() / "home") == false);
@@ -284,6 +287,7 @@ TEST_CASE("sweep_partials deletes only abandoned partials nobody has open", "[fi
   auto open = std::make_unique<PartialUpload>(jail, "/open", 100, sha256_hex("y"), false, freed,
                                               &active);
   open->write(std::string(30, 'b'));
+  const auto old_meta = old->meta_bytes();
   old.reset();  // abandoned; `open` is still in progress
   const auto long_ago = fs::file_time_type::clock::now() - std::chrono::hours(48);
   for (auto& e : fs::recursive_directory_iterator(home)) fs::last_write_time(e.path(), long_ago);
@@ -292,14 +296,134 @@ TEST_CASE("sweep_partials deletes only abandoned partials nobody has open", "[fi
           PartialUpload(jail, "/open", 100, sha256_hex("other"), false, freed, &active);
         }) == errc::busy);
 
-  CHECK(sweep_partials(home, std::chrono::hours(1), active) == 40);
+  CHECK(sweep_partials(home, std::chrono::hours(1), active).bytes == 40 + old_meta);
   int partials = 0;
   for (auto& e : fs::recursive_directory_iterator(home))
     if (e.path().filename().string().starts_with(kPartialPrefix)) ++partials;
   CHECK(partials == 2);  // /open's data and metadata
   CHECK(fs::is_directory(fs::path(home) / "d"));
+  const auto open_meta = open->meta_bytes();
   open.reset();  // ended: now it is abandoned too, once older than the TTL
-  CHECK(sweep_partials(home, std::chrono::hours(1000), active) == 0);
-  CHECK(sweep_partials(home, std::chrono::hours(1), active) == 30);
+  CHECK(sweep_partials(home, std::chrono::hours(1000), active).bytes == 0);
+  auto swept = sweep_partials(home, std::chrono::hours(1), active);
+  CHECK(swept.bytes == 30 + open_meta);
+  CHECK(swept.inodes == 2);
   CHECK(fs::is_empty(home) == false);  // "d" stays
+}
+
+TEST_CASE("QuotaLedger counts entries against max_inodes and tells what is left",
+          "[files][unit][quota]") {
+  QuotaLedger ledger;
+  ledger.learn("u", 100, 5);
+  CHECK(ledger.usage("u", 1000).inodes == 5);
+  CHECK(ledger.take_inodes("u", 5, 10));
+  CHECK(!ledger.take_inodes("u", 1, 10));
+  CHECK(ledger.take_inodes("u", 1, 0));  // no limit
+  ledger.drop_inodes("u", 3);
+  CHECK(ledger.usage("u", 1000).inodes == 8);
+  CHECK(ledger.remaining("u", 1000) == 900);
+  CHECK(ledger.reserve("u", 850, 1000));
+  CHECK(ledger.remaining("u", 1000) == 50);
+  CHECK(ledger.remaining("u", 0) == QuotaLedger::kUnlimited);
+  // A rescan replaces what is on disk and keeps the reservation.
+  ledger.relearn("u", QuotaLedger::DiskUsage{2000, 1});
+  CHECK(ledger.usage("u", 1000).used == 2000);
+  CHECK(ledger.usage("u", 1000).reserved == 850);
+  CHECK(ledger.usage("u", 1000).inodes == 1);
+  CHECK(ledger.remaining("u", 1000) == 0);
+  CHECK(ledger.remaining("nobody", 1000) == 1000);
+}
+
+namespace {
+
+// `levels` directories "d" inside each other under `home`, made with mkdirat, a file of
+// `bytes` at the bottom.
+void make_deep(const std::string& home, std::size_t levels, std::size_t bytes) {
+  fs::create_directories(home);
+  int fd = ::open(home.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  REQUIRE(fd >= 0);
+  for (std::size_t i = 0; i < levels; ++i) {
+    REQUIRE(::mkdirat(fd, "d", 0755) == 0);
+    int next = ::openat(fd, "d", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    REQUIRE(next >= 0);
+    ::close(fd);
+    fd = next;
+  }
+  int file = ::openat(fd, "f", O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  REQUIRE(file >= 0);
+  std::string data(bytes, 'x');
+  REQUIRE(::write(file, data.data(), data.size()) == static_cast<ssize_t>(data.size()));
+  ::close(file);
+  ::close(fd);
+}
+
+// Lowers this process's soft descriptor limit for the scope.
+class FewDescriptors {
+ public:
+  explicit FewDescriptors(rlim_t n) {
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved_) == 0);
+    struct rlimit lower = saved_;
+    lower.rlim_cur = n;
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &lower) == 0);
+  }
+  ~FewDescriptors() { ::setrlimit(RLIMIT_NOFILE, &saved_); }
+
+ private:
+  struct rlimit saved_ {};
+};
+
+}  // namespace
+
+TEST_CASE("A tree thousands of levels deep is scanned and removed with few descriptors",
+          "[files][unit][limits]") {
+  test::TempDir dir;
+  const std::string home = (dir.path() / "home").string();
+  make_deep(home, 5000, 123);
+  Jail jail(home);
+  {
+    FewDescriptors few(64);  // a descriptor per level would need 5000
+    auto usage = QuotaLedger::scan(home);
+    CHECK(usage.bytes == 123);
+    CHECK(usage.inodes == 5001);
+    // The walk sees every level, deepest included, and stops when told.
+    std::size_t deepest = 0;
+    walk_tree(jail.home_fd(), [&](int, const char*, const struct stat&, std::size_t depth) {
+      deepest = std::max(deepest, depth);
+      return WalkStep::next;
+    });
+    CHECK(deepest == 5001);
+    std::size_t seen = 0;
+    CHECK(!walk_tree(jail.home_fd(), [&](int, const char*, const struct stat&, std::size_t) {
+      return ++seen == 10 ? WalkStep::stop : WalkStep::next;
+    }));
+    CHECK(seen == 10);
+    // mv refuses to carry the tree under a depth limit, and leaves it where it was.
+    make_dir(jail, "/shallow", false);
+    CHECK(code_of([&] { move_path(jail, "/d", "/shallow/d", false, 64); }) == errc::bad_request);
+    auto freed = remove_path(jail, "/d", true);
+    CHECK(freed.bytes == 123);
+    CHECK(freed.inodes == 5001);
+  }
+  CHECK(!fs::exists(fs::path(home) / "d"));
+  CHECK(QuotaLedger::scan(home).inodes == 1);  // "shallow"
+}
+
+TEST_CASE("make_dir asks the inode budget before each directory it creates",
+          "[files][unit][limits]") {
+  test::TempDir dir;
+  Jail jail((dir.path() / "home").string());
+  int left = 3, given_back = 0;
+  InodeBudget budget{[&] { return left > 0 ? (--left, true) : false; }, [&] { ++given_back; }};
+  CHECK(make_dir(jail, "/a/b", true, budget) == 2);
+  CHECK(make_dir(jail, "/a/b", true, budget) == 0);  // existing prefixes cost nothing
+  CHECK(left == 1);
+  CHECK(code_of([&] { make_dir(jail, "/a/b/c/d", true, budget); }) == errc::quota_exceeded);
+  CHECK(fs::is_directory(dir.path() / "home/a/b/c"));
+  CHECK(code_of([&] { make_dir(jail, "/a", false, InodeBudget{[] { return true; }, [&] {
+                                                                   ++given_back;
+                                                                 }}); }) == errc::exists);
+  CHECK(given_back == 1);  // the refused mkdir of an existing name gave its inode back
+  CHECK(depth_of("/") == 0);
+  CHECK(depth_of("/a") == 1);
+  CHECK(depth_of("/a/b/c") == 3);
 }
