@@ -6,6 +6,7 @@
 set -u
 exec 3<>"/dev/tcp/127.0.0.1/${COSERVE_HEALTH_PORT:-8080}" || exit 1
 # HTTP/1.0: the server closes the connection after the reply, so the read below ends.
+# Host: a loopback name, which the server's Host check (DNS rebinding) always accepts.
 printf 'GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
 reply=$(timeout 2 cat <&3) || exit 1
 [[ $reply == "HTTP/1."?" 200"* && $reply == *'"status":"ok"'* ]] || { printf '%s\n' "$reply" | head -n 1; exit 1; }

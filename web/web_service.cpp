@@ -2,12 +2,14 @@
 
 #include <chrono>
 #include <cmath>
+#include <algorithm>
 #include <map>
 #include <optional>
 
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket/rfc6455.hpp>
+#include <openssl/crypto.h>
 
 #include "assets.hpp"
 #include "coserve/connections.hpp"
@@ -45,7 +47,8 @@ constexpr const char* kContentSecurityPolicy =
     "script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
 
 // Status codes counted by their own label; others count as "other".
-constexpr unsigned kCountedStatus[] = {101, 200, 304, 400, 403, 404, 405, 413, 426, 431, 500};
+constexpr unsigned kCountedStatus[] = {101, 200, 304, 400, 401, 403, 404, 405,
+                                       413, 421, 426, 431, 500};
 
 std::chrono::milliseconds millis(const json& settings, const char* key) {
   auto value = settings.at(key).get<std::int64_t>();
@@ -91,6 +94,54 @@ std::string_view path_of(std::string_view target) {
   return q == std::string_view::npos ? target : target.substr(0, q);
 }
 
+std::vector<std::string> string_list(const json& settings, const char* key, const char* what) {
+  auto& value = settings.at(key);
+  std::string error = std::string("services.web.") + key + " expects a list of " + what;
+  if (!value.is_array()) throw ConfigError(error);
+  std::vector<std::string> out;
+  for (auto& entry : value) {
+    if (!entry.is_string()) throw ConfigError(error);
+    out.push_back(entry.get<std::string>());
+  }
+  return out;
+}
+
+// "10.0.0.0/8", "::1", "192.168.1.7": a network, v4 ones stored v4-mapped.
+asio::ip::network_v6 parse_network(const std::string& text) {
+  auto slash = text.find('/');
+  std::string address_text = text.substr(0, slash);
+  error_code ec;
+  auto address = asio::ip::make_address(address_text, ec);
+  unsigned long prefix = address.is_v4() ? 32 : 128;
+  if (!ec && slash != std::string::npos) {
+    auto digits = text.substr(slash + 1);
+    if (digits.empty() || digits.size() > 3 ||
+        digits.find_first_not_of("0123456789") != std::string::npos ||
+        std::stoul(digits) > prefix)
+      ec = asio::error::invalid_argument;
+    else
+      prefix = std::stoul(digits);
+  }
+  if (ec)
+    throw ConfigError("services.web.metrics_allow: '" + text +
+                      "' is not an address or a network (address/prefix)");
+  if (address.is_v4())
+    return {asio::ip::make_address_v6(asio::ip::v4_mapped, address.to_v4()),
+            static_cast<unsigned short>(prefix + 96)};
+  return {address.to_v6(), static_cast<unsigned short>(prefix)};
+}
+
+asio::ip::address_v6 as_v6(const asio::ip::address& address) {
+  return address.is_v4() ? asio::ip::make_address_v6(asio::ip::v4_mapped, address.to_v4())
+                         : address.to_v6();
+}
+
+// Equal strings in a time that does not depend on where they differ.
+bool same_secret(std::string_view given, const std::string& secret) {
+  return given.size() == secret.size() &&
+         CRYPTO_memcmp(given.data(), secret.data(), secret.size()) == 0;
+}
+
 }  // namespace
 
 struct WebService::Impl {
@@ -102,6 +153,10 @@ struct WebService::Impl {
         connections(ctx.connections),
         started(std::chrono::steady_clock::now()),
         console_dir(ctx.settings.at("console_dir").get<std::string>()),
+        allowed_origins(string_list(ctx.settings, "allowed_origins", "origins")),
+        hosts(ctx.config.get<std::string>("listeners.http"),
+              string_list(ctx.settings, "allowed_hosts", "host names")),
+        metrics_token(ctx.settings.at("metrics_token").get<std::string>()),
         http_timeout(millis(ctx.settings, "http_timeout_ms")),
         ws_handshake_timeout(millis(ctx.settings, "ws_handshake_timeout_ms")),
         ws_idle_timeout(millis(ctx.settings, "ws_idle_timeout_ms")),
@@ -112,6 +167,8 @@ struct WebService::Impl {
         ws_upgrades(metrics.counter("ws_upgrades_total", "WebSocket connections accepted")),
         ws_origin_refused(metrics.counter("ws_origin_refused_total",
                                           "WebSocket upgrades refused for their Origin")),
+        http_host_refused(metrics.counter("http_host_refused_total",
+                                          "HTTP requests refused for their Host header")),
         ws_active(metrics.gauge("ws_connections_active", "Open WebSocket connections")),
         ws_counters{
             metrics.counter("ws_messages_in_total", "WebSocket messages received", R"(type="text")"),
@@ -120,13 +177,16 @@ struct WebService::Impl {
             metrics.counter("ws_messages_out_total", "WebSocket messages sent", R"(type="binary")"),
             metrics.counter("ws_policy_closes_total",
                             "WebSockets closed with 1008 after a message that is not a frame")} {
-    if (!ctx.settings.at("allowed_origins").is_array())
-      throw ConfigError("services.web.allowed_origins expects a list of origins");
-    for (auto& origin : ctx.settings.at("allowed_origins")) {
-      if (!origin.is_string())
-        throw ConfigError("services.web.allowed_origins expects a list of origins");
-      allowed_origins.push_back(origin.get<std::string>());
-    }
+    for (auto& network : string_list(ctx.settings, "metrics_allow", "addresses or networks"))
+      metrics_allow.push_back(parse_network(network));
+    auto mode = ctx.settings.at("metrics").get<std::string>();
+    if (mode != "auto" && mode != "on" && mode != "off")
+      throw ConfigError("services.web.metrics must be \"auto\", \"on\" or \"off\"");
+    // auto: a loopback listener is reached from this machine only; anywhere else the counters
+    // (users' activity, error rates) are for whoever the operator names.
+    metrics_enabled = mode == "on" || (mode == "auto" && (hosts.loopback_bind() ||
+                                                          !metrics_allow.empty() ||
+                                                          !metrics_token.empty()));
     for (unsigned code : kCountedStatus)
       responses[code] = &metrics.counter("http_responses_total", "HTTP responses, by status",
                                          "code=\"" + std::to_string(code) + "\"");
@@ -153,9 +213,10 @@ struct WebService::Impl {
   };
   awaitable<void> serve(tcp::socket socket);
   awaitable<std::unique_ptr<Upgrade>> serve_http(tcp::socket socket);
-  awaitable<Response> respond(const Request& req);
+  awaitable<Response> respond(const Request& req, const asio::ip::address& peer);
   awaitable<Response> static_file(const Request& req, std::string_view path);
   Response healthz(const Request& req);
+  Response metrics_page(const Request& req, const asio::ip::address& peer);
 
   const Config& config;
   Runtime& runtime;
@@ -168,6 +229,10 @@ struct WebService::Impl {
 
   std::filesystem::path console_dir;
   std::vector<std::string> allowed_origins;
+  HostPolicy hosts;
+  bool metrics_enabled = false;
+  std::vector<asio::ip::network_v6> metrics_allow;
+  std::string metrics_token;
   std::chrono::milliseconds http_timeout;
   std::chrono::milliseconds ws_handshake_timeout;
   std::chrono::milliseconds ws_idle_timeout;
@@ -178,6 +243,7 @@ struct WebService::Impl {
 
   Counter& ws_upgrades;
   Counter& ws_origin_refused;
+  Counter& http_host_refused;
   Counter& ws_active;
   WsCounters ws_counters;
   std::map<unsigned, Counter*> responses;
@@ -188,6 +254,10 @@ json WebService::defaults() {
   return {
       {"console_dir", COSERVE_WEB_CONSOLE_DIR},
       {"allowed_origins", json::array()},
+      {"allowed_hosts", json::array()},
+      {"metrics", "auto"},
+      {"metrics_allow", json::array()},
+      {"metrics_token", ""},
       {"http_timeout_ms", 30000},
       {"max_header_bytes", 8192},
       {"max_request_body", 16384},
@@ -255,6 +325,9 @@ awaitable<void> WebService::Impl::serve(tcp::socket socket) {
 awaitable<std::unique_ptr<WebService::Impl::Upgrade>> WebService::Impl::serve_http(
     tcp::socket socket) {
   std::string peer = peer_name(socket);
+  error_code endpoint_ec;
+  auto peer_address = socket.remote_endpoint(endpoint_ec).address();
+  auto local_address = socket.local_endpoint(endpoint_ec).address().to_string();
   beast::tcp_stream stream(std::move(socket));
   beast::flat_buffer buffer(max_header_bytes + max_request_body);
 
@@ -297,6 +370,20 @@ awaitable<std::unique_ptr<WebService::Impl::Upgrade>> WebService::Impl::serve_ht
 
     Request req = parser.release();
     std::string_view path = path_of(req.target());
+    if (!hosts.allows(req[http::field::host], local_address)) {
+      // DNS rebinding: a foreign name pointed at this server. Nothing is served to it, the
+      // WebSocket included (its Origin would match the foreign Host).
+      http_host_refused.inc();
+      log::info("web {}: refused Host '{}'", peer, printable(req[http::field::host]));
+      auto refusal = error_response(
+          http::status::misdirected_request, req.version(),
+          "host '" + printable(req[http::field::host]) +
+              "' is not served here; an operator may add it to services.web.allowed_hosts");
+      refusal.keep_alive(false);
+      count(refusal.result_int());
+      co_await write_response(stream, refusal, http_timeout);
+      break;
+    }
     if (websocket::is_upgrade(req)) {
       Response refusal;
       if (path != "/ws") {
@@ -344,7 +431,7 @@ awaitable<std::unique_ptr<WebService::Impl::Upgrade>> WebService::Impl::serve_ht
     }
 
     bool head = req.method() == http::verb::head;
-    Response res = co_await respond(req);
+    Response res = co_await respond(req, peer_address);
     res.keep_alive(req.keep_alive() && !state.stopping);
     count(res.result_int());
     error_code write_ec;
@@ -363,7 +450,8 @@ awaitable<std::unique_ptr<WebService::Impl::Upgrade>> WebService::Impl::serve_ht
   co_return nullptr;
 }
 
-awaitable<Response> WebService::Impl::respond(const Request& req) {
+awaitable<Response> WebService::Impl::respond(const Request& req,
+                                               const asio::ip::address& peer) {
   std::string_view path = path_of(req.target());
   bool readable = req.method() == http::verb::get || req.method() == http::verb::head;
   if (!path.starts_with('/')) co_return error_response(http::status::bad_request, req.version(), "bad target");
@@ -373,12 +461,7 @@ awaitable<Response> WebService::Impl::respond(const Request& req) {
     co_return res;
   }
   if (path == "/healthz") co_return healthz(req);
-  if (path == "/metrics") {
-    auto res = make_response(http::status::ok, req.version(),
-                             "text/plain; version=0.0.4; charset=utf-8", metrics.prometheus());
-    res.set(http::field::cache_control, "no-store");
-    co_return res;
-  }
+  if (path == "/metrics") co_return metrics_page(req, peer);
   if (path == "/ws") {
     auto res = error_response(http::status::upgrade_required, req.version(),
                               "this is the WebSocket endpoint: connect with a WebSocket client");
@@ -390,13 +473,38 @@ awaitable<Response> WebService::Impl::respond(const Request& req) {
 }
 
 Response WebService::Impl::healthz(const Request& req) {
-  auto uptime = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  json body = {{"status", stopping.load(std::memory_order_relaxed) ? "stopping" : "ok"},
-               {"version", kVersion},
-               {"uptime_s", std::round(uptime * 1000) / 1000},
-               {"listeners", listeners ? listeners->bound() : json::object()},
-               {"connections", connections.size()}};
+  // Status only: anyone who reaches the port may ask, so no paths, versions or counts.
+  json body = {{"status", stopping.load(std::memory_order_relaxed) ? "stopping" : "ok"}};
   auto res = make_response(http::status::ok, req.version(), "application/json", body.dump() + "\n");
+  res.set(http::field::cache_control, "no-store");
+  return res;
+}
+
+Response WebService::Impl::metrics_page(const Request& req, const asio::ip::address& peer) {
+  if (!metrics_enabled)
+    return error_response(http::status::not_found, req.version(),
+                          "metrics are off on this listener (services.web.metrics)");
+  if (!metrics_allow.empty() || !metrics_token.empty()) {
+    auto address = as_v6(peer);
+    bool listed = std::any_of(metrics_allow.begin(), metrics_allow.end(), [&](auto& network) {
+      return asio::ip::make_network_v6(address, network.prefix_length()).network() ==
+             network.network();
+    });
+    std::string_view authorization = req[http::field::authorization];
+    bool token_ok = !metrics_token.empty() && authorization.starts_with("Bearer ") &&
+                    same_secret(authorization.substr(7), metrics_token);
+    if (!listed && !token_ok) {
+      if (metrics_token.empty())
+        return error_response(http::status::forbidden, req.version(),
+                              "metrics: this address is not in services.web.metrics_allow");
+      auto res = error_response(http::status::unauthorized, req.version(),
+                                "metrics: a bearer token is required");
+      res.set(http::field::www_authenticate, "Bearer realm=\"coserve metrics\"");
+      return res;
+    }
+  }
+  auto res = make_response(http::status::ok, req.version(),
+                           "text/plain; version=0.0.4; charset=utf-8", metrics.prometheus());
   res.set(http::field::cache_control, "no-store");
   return res;
 }

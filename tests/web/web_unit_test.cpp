@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "coserve/config.hpp"
 #include "test_support.hpp"
 #include "web/assets.hpp"
 #include "web/origin.hpp"
@@ -91,6 +92,56 @@ TEST_CASE("origin_allowed: same origin by default, listed origins, no Origin hea
   CHECK(origin_allowed("HTTPS://CONSOLE.EXAMPLE.COM", "127.0.0.1:8080", listed));
   CHECK_FALSE(origin_allowed("https://other.example.com", "127.0.0.1:8080", listed));
   CHECK(origin_allowed("http://anything", "127.0.0.1:8080", {"*"}));
+}
+
+TEST_CASE("host_name_of: the host of a Host header, without port, canonical") {
+  using coserve::web::host_name_of;
+  CHECK(host_name_of("LocalHost:8080") == "localhost");
+  CHECK(host_name_of("localhost.") == "localhost");
+  CHECK(host_name_of("127.0.0.1") == "127.0.0.1");
+  CHECK(host_name_of("[::1]:80") == "::1");
+  CHECK(host_name_of("[::ffff:127.0.0.1]") == "127.0.0.1");
+  CHECK(host_name_of("Example.COM:443") == "example.com");
+  CHECK_FALSE(host_name_of(""));
+  CHECK_FALSE(host_name_of("::1"));            // v6 needs brackets
+  CHECK_FALSE(host_name_of("a.example:http"));  // a port is digits
+  CHECK_FALSE(host_name_of("a b"));
+  CHECK_FALSE(host_name_of("evil.example/x"));
+  CHECK_FALSE(host_name_of("[::1"));
+}
+
+TEST_CASE("HostPolicy: loopback, the bind host, the local address and allowed_hosts only") {
+  using coserve::web::HostPolicy;
+  HostPolicy loopback("127.0.0.1:8080", {});
+  CHECK(loopback.loopback_bind());
+  for (const char* host : {"127.0.0.1:8080", "127.0.0.1", "localhost:8080", "LOCALHOST",
+                           "[::1]:8080", "127.0.0.2:1234", ""})
+    CHECK(loopback.allows(host, "127.0.0.1"));
+  // DNS rebinding: a foreign name that resolves to us.
+  for (const char* host : {"evil.example", "evil.example:8080", "localhost.evil.example",
+                           "127.0.0.1.evil.example", "junk junk", "192.168.1.5:8080"})
+    CHECK_FALSE(loopback.allows(host, "127.0.0.1"));
+
+  // A wildcard bind: loopback, whatever address the connection reached, and the listed names.
+  HostPolicy any("0.0.0.0:8080", {"coserve.example", "Console.Example:443"});
+  CHECK_FALSE(any.loopback_bind());
+  CHECK(any.allows("localhost:8080", "172.17.0.2"));
+  CHECK(any.allows("127.0.0.1:28080", "172.17.0.2"));
+  CHECK(any.allows("172.17.0.2:8080", "172.17.0.2"));
+  CHECK(any.allows("coserve.example:8080", "172.17.0.2"));
+  CHECK(any.allows("console.example", "172.17.0.2"));
+  CHECK_FALSE(any.allows("0.0.0.0:8080", "172.17.0.2"));
+  CHECK_FALSE(any.allows("10.0.0.9:8080", "172.17.0.2"));
+  CHECK_FALSE(any.allows("evil.example:8080", "172.17.0.2"));
+
+  HostPolicy named("[::]:8080", {"*"});
+  CHECK(named.allows("evil.example", "::1"));
+  HostPolicy lan("192.168.1.5:8080", {});
+  CHECK_FALSE(lan.loopback_bind());
+  CHECK(lan.allows("192.168.1.5:8080", "192.168.1.5"));
+  CHECK(lan.allows("localhost", "192.168.1.5"));
+  CHECK_FALSE(lan.allows("evil.example", "192.168.1.5"));
+  CHECK_THROWS_AS(HostPolicy("127.0.0.1:80", {"not a host"}), coserve::ConfigError);
 }
 
 TEST_CASE("ws codec: accept key, UTF-8, frame heads, unmasking") {
