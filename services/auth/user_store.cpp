@@ -233,6 +233,20 @@ std::optional<User> UserStore::find(std::string_view name) const {
   return std::nullopt;
 }
 
+std::vector<std::string> UserStore::names_like(std::string_view name) const {
+  auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; };
+  std::vector<std::string> out;
+  std::lock_guard lock(mutex_);
+  for (auto& r : records_) {
+    const auto& candidate = r.user.name;
+    if (candidate.size() == name.size() &&
+        std::equal(candidate.begin(), candidate.end(), name.begin(),
+                   [&](char a, char b) { return lower(a) == lower(b); }))
+      out.push_back(candidate);
+  }
+  return out;
+}
+
 std::vector<User> UserStore::list() const {
   std::lock_guard lock(mutex_);
   std::vector<User> users;
@@ -323,11 +337,11 @@ std::optional<std::string> UserStore::ensure_admin(std::string_view password) {
   return chosen;
 }
 
-void UserStore::reload_if_changed() {
+std::vector<std::string> UserStore::reload_if_changed() {
   auto now = stamp_of(file());
   {
     std::lock_guard lock(mutex_);
-    if (now == loaded_stamp_) return;
+    if (now == loaded_stamp_) return {};
   }
   Stamp stamp;
   std::vector<Record> fresh;
@@ -340,9 +354,18 @@ void UserStore::reload_if_changed() {
     loaded_stamp_ = now;
     throw;
   }
+  // Compared under the lock with what is swapped out, so two concurrent reloads report each
+  // change once.
+  std::vector<std::string> revoked;
   std::lock_guard lock(mutex_);
+  for (auto& old : records_) {
+    auto it = std::find_if(fresh.begin(), fresh.end(),
+                           [&](const Record& r) { return r.user.name == old.user.name; });
+    if (it == fresh.end() || it->hash != old.hash) revoked.push_back(old.user.name);
+  }
   records_ = std::move(fresh);
   loaded_stamp_ = stamp;
+  return revoked;
 }
 
 }  // namespace coserve::auth

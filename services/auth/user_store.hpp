@@ -35,6 +35,9 @@ class UserStore {
 
   // The user named so, or nullopt. Thread-safe, in-memory.
   std::optional<User> find(std::string_view name) const;
+  // The names equal to `name` ignoring ASCII case ("Alice" → {"alice"}), for look-alike checks
+  // such as chat nicks. Thread-safe, in-memory.
+  std::vector<std::string> names_like(std::string_view name) const;
   // Every user, sorted by name. Thread-safe, in-memory.
   std::vector<User> list() const;
   bool empty() const;
@@ -57,7 +60,10 @@ class UserStore {
   std::optional<std::string> ensure_admin(std::string_view password);
 
   // BLOCKING (a stat). Rereads users.json if another process changed it since the last read.
-  void reload_if_changed();
+  // Returns the names whose password changed or who were removed by that change (their
+  // sessions must end). Throws std::runtime_error when the new file cannot be parsed (the old
+  // users stay).
+  std::vector<std::string> reload_if_changed();
 
   const std::filesystem::path& data_dir() const noexcept { return data_dir_; }
   std::filesystem::path file() const { return data_dir_ / "users.json"; }

@@ -4,6 +4,10 @@
 #include <cstdlib>
 #include <fstream>
 
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+
 #include "files_helpers.hpp"
 
 using namespace coserve;
@@ -25,6 +29,49 @@ awaitable<double> timed_failure(Client& c, std::string user) {
   REQUIRE(error_of(r) == "unauthenticated");
   co_return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
       .count();
+}
+
+// One login on a fresh framed connection made from `source` (any 127.x.y.z: Linux routes the
+// whole 127.0.0.0/8 to loopback, so each is a different client address to the server).
+// Returns the reply's head.
+awaitable<json> login_from(const ServerProcess& server, const std::string& source,
+                           const std::string& user, const std::string& password) {
+  asio::ip::tcp::socket socket(co_await asio::this_coro::executor);
+  socket.open(asio::ip::tcp::v4());
+  socket.bind({asio::ip::make_address(source), 0});
+  co_await socket.async_connect(
+      {asio::ip::make_address("127.0.0.1"),
+       static_cast<unsigned short>(std::stoi(server.port("framed")))},
+      use_awaitable);
+  json request = json::object();
+  request["id"] = 1;
+  request["service"] = "auth";
+  request["op"] = "login";
+  request["user"] = user;
+  request["password"] = password;
+  std::string text = request.dump();
+  std::string bytes(8, '\0');
+  auto put_u32 = [&](std::size_t at, std::uint32_t v) {
+    for (int i = 0; i < 4; ++i) bytes[at + i] = static_cast<char>(v >> (24 - 8 * i));
+  };
+  put_u32(0, static_cast<std::uint32_t>(text.size()));
+  put_u32(4, 0);
+  bytes += text;
+  co_await asio::async_write(socket, asio::buffer(bytes), use_awaitable);
+  unsigned char head[8];
+  co_await asio::async_read(socket, asio::buffer(head), use_awaitable);
+  auto get_u32 = [&](int at) {
+    return (std::uint32_t(head[at]) << 24) | (std::uint32_t(head[at + 1]) << 16) |
+           (std::uint32_t(head[at + 2]) << 8) | std::uint32_t(head[at + 3]);
+  };
+  std::string reply(get_u32(0) + get_u32(4), '\0');
+  co_await asio::async_read(socket, asio::buffer(reply), use_awaitable);
+  co_return json::parse(reply.substr(0, get_u32(0)));
+}
+
+std::string code_of(const json& reply) {
+  if (reply.value("ok", false)) return "ok";
+  return reply["error"]["code"].get<std::string>();
 }
 
 std::string users_json(const std::filesystem::path& dir) {
@@ -154,7 +201,7 @@ TEST_CASE("login: unknown user and wrong password take about the same time", "[a
   }());
 }
 
-TEST_CASE("login: failures are throttled per user and per address", "[auth]") {
+TEST_CASE("login: failures are throttled per user and address; others are not held up", "[auth]") {
   TempDir dir;
   add_user(dir.path(), "alice", "pw-alice");
   add_user(dir.path(), "bob", "pw-bob");
@@ -173,17 +220,131 @@ TEST_CASE("login: failures are throttled per user and per address", "[auth]") {
     CHECK(error_of(throttled) == "busy");
     CHECK(throttled.head["error"]["message"].get<std::string>().find("retry after") !=
           std::string::npos);
-    // The same address is throttled for other users too.
+    CHECK(throttled.head["error"]["retry_after_ms"].get<int>() > 0);
+    // Another user at the same address, and alice from another address, are not held up.
     auto r5 = co_await login(*c, "bob", "pw-bob");
-    CHECK(error_of(r5) == "busy");
-    // After the back-off, the right password works and clears the record.
+    CHECK(error_of(r5) == "ok");
+    auto elsewhere = co_await login_from(server, "127.0.0.2", "alice", "pw-alice");
+    CHECK(code_of(elsewhere) == "ok");
+    // After the back-off, the right password works from here too and clears the record.
     co_await sleep_for(1600ms);
     auto r6 = co_await login(*c, "alice", "pw-alice");
     CHECK(error_of(r6) == "ok");
-    auto r7 = co_await login(*c, "bob", "pw-bob");
-    CHECK(error_of(r7) == "ok");
+    auto r7 = co_await login(*c, "alice", "wrong");
+    CHECK(error_of(r7) == "unauthenticated");  // a fresh record: not busy
   }());
   CHECK(server.log().find("failed login") != std::string::npos);
+}
+
+TEST_CASE("login: guesses from other addresses cannot lock the real user out", "[auth]") {
+  TempDir dir;
+  add_user(dir.path(), "alice", "pw-alice");
+  ServerProcess server({"--set", "services.auth.throttle_base_ms=30000", "--set",
+                        "services.auth.throttle_user_free_failures=6", "--set",
+                        "services.auth.throttle_user_base_ms=30000", "--set",
+                        "services.auth.throttle_user_cap_ms=30000"},
+                       dir.path());
+  run([&]() -> awaitable<void> {
+    // Alice has logged in from 127.0.0.1 before.
+    auto first = co_await login_from(server, "127.0.0.1", "alice", "pw-alice");
+    REQUIRE(code_of(first) == "ok");
+    // An attacker at one address: only that address waits.
+    for (int i = 0; i < 3; ++i) {
+      auto guess = co_await login_from(server, "127.0.0.66", "alice", "guess" + std::to_string(i));
+      CHECK(code_of(guess) == "unauthenticated");
+    }
+    auto held = co_await login_from(server, "127.0.0.66", "alice", "guess-again");
+    CHECK(code_of(held) == "busy");
+    auto real = co_await login_from(server, "127.0.0.1", "alice", "pw-alice");
+    CHECK(code_of(real) == "ok");
+    // Rotating addresses: past the per-user budget, addresses new to alice must wait...
+    for (int i = 0; i < 3; ++i) {  // 3 + 3 failures: the budget of 6 is spent
+      auto guess = co_await login_from(server, "127.0.1." + std::to_string(i + 1), "alice", "x");
+      CHECK(code_of(guess) == "unauthenticated");
+    }
+    auto rotated = co_await login_from(server, "127.0.2.1", "alice", "x");
+    CHECK(code_of(rotated) == "busy");
+    // ...but the address alice logged in from is not one of them.
+    auto still_real = co_await login_from(server, "127.0.0.1", "alice", "pw-alice");
+    CHECK(code_of(still_real) == "ok");
+  }());
+}
+
+TEST_CASE("login: a flood of fresh keys does not wipe the back-off of the keys under attack",
+          "[auth]") {
+  TempDir dir;
+  add_user(dir.path(), "alice", "pw-alice");
+  ServerProcess server({"--set", "services.auth.throttle_base_ms=30000", "--set",
+                        "services.auth.throttle_max_keys=10", "--set",
+                        "services.auth.throttle_address_free_failures=1000"},
+                       dir.path());
+  run([&]() -> awaitable<void> {
+    for (int i = 0; i < 3; ++i) {
+      auto guess = co_await login_from(server, "127.0.0.66", "alice", "guess");
+      CHECK(code_of(guess) == "unauthenticated");
+    }
+    auto held = co_await login_from(server, "127.0.0.66", "alice", "guess");
+    REQUIRE(code_of(held) == "busy");
+    // Twice the table's size in new (address, user) keys: the table prunes, more than once.
+    for (int i = 0; i < 20; ++i) {
+      auto flood = co_await login_from(server, "127.0.0.66", "nobody" + std::to_string(i), "x");
+      CHECK(code_of(flood) == "unauthenticated");
+    }
+    auto still_held = co_await login_from(server, "127.0.0.66", "alice", "pw-alice");
+    CHECK(code_of(still_held) == "busy");
+  }());
+}
+
+TEST_CASE("a password change or removal ends the user's sessions", "[auth]") {
+  TempDir dir;
+  add_user(dir.path(), "alice", "pw-alice");
+  add_user(dir.path(), "bob", "pw-bob");
+  ServerProcess server({"--set", "services.auth.users_poll_ms=100"}, dir.path());
+  auto coserve_bin = binary("coserve").string();
+  auto data = dir.path().string();
+  run([&]() -> awaitable<void> {
+    auto alice1 = co_await connect(server, "alice", "pw-alice");
+    auto alice2 = co_await connect(server, "alice", "pw-alice");
+    auto bob = co_await connect(server, "bob", "pw-bob");
+    auto anon = co_await connect(server);
+    // A session that logged in as alice and then as bob is bob's only.
+    auto switched = co_await connect(server, "alice", "pw-alice");
+    auto as_bob = co_await login(*switched, "bob", "pw-bob");
+    REQUIRE(error_of(as_bob) == "ok");
+
+    auto rc = run_program({coserve_bin, "user", "passwd", "alice", "--password-stdin",
+                           "--data-dir", data},
+                          "new-alice\n");
+    REQUIRE(rc.status == 0);
+    for (auto* c : {alice1.get(), alice2.get()}) {
+      auto push = co_await c->next_push();
+      INFO(push.head.dump());
+      CHECK(push.head["event"] == "shutdown");
+      CHECK(push.head["reason"] == "password changed");
+      bool closed = false;
+      try {
+        (void)co_await c->call(Req("whoami").set("service", "auth"));
+      } catch (const boost::system::system_error&) {
+        closed = true;
+      }
+      CHECK(closed);
+    }
+    // Other users' and anonymous sessions go on.
+    for (auto* c : {bob.get(), anon.get(), switched.get()}) {
+      auto who = co_await c->call(Req("whoami").set("service", "auth"));
+      CHECK(error_of(who) == "ok");
+    }
+    auto fresh = co_await connect(server, "alice", "new-alice");
+
+    REQUIRE(run_program({coserve_bin, "user", "del", "bob", "--data-dir", data}).status == 0);
+    for (auto* c : {bob.get(), switched.get()}) {
+      auto push = co_await c->next_push();
+      CHECK(push.head["reason"] == "user removed");
+    }
+    auto who = co_await fresh->call(Req("whoami").set("service", "auth"));
+    CHECK(who.head["user"] == "alice");
+  }());
+  CHECK(server.log().find("password change of 'alice': ended 2 session(s)") != std::string::npos);
 }
 
 TEST_CASE("first start creates admin with a printed random password", "[auth]") {
