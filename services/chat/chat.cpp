@@ -1,5 +1,7 @@
 #include "chat/chat.hpp"
 
+#include <algorithm>
+
 #include "auth/auth.hpp"
 #include "chat/line.hpp"
 #include "coserve/dispatcher.hpp"
@@ -94,8 +96,10 @@ ChatService::ChatService(ServiceContext& ctx)
 }
 
 bool ChatService::reserved(const std::string& nick, const std::string& user) const {
-  if (!auth_ || nick == user) return false;
-  return auth_->users().find(nick).has_value();
+  if (!auth_) return false;
+  // Case counts as the same name: "Admin" must not pass for admin in anyone's chat window.
+  auto owners = auth_->users().names_like(nick);
+  return std::any_of(owners.begin(), owners.end(), [&](auto& owner) { return owner != user; });
 }
 
 MemberId ChatService::member_of(Call& call) const {
@@ -191,7 +195,7 @@ void ChatService::add_listeners(Listeners& listeners) {
   if (auth_) {
     auto* auth = auth_;
     options.reserved = [auth](const std::string& nick) {
-      return auth->users().find(nick).has_value();
+      return !auth->users().names_like(nick).empty();
     };
   }
   listeners.tcp("chat_line", [hub = hub_, options](asio::ip::tcp::socket socket) {

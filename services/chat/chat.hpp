@@ -48,8 +48,8 @@ class ChatService final : public BasicService<ChatService> {
   const std::shared_ptr<Hub>& hub() const noexcept { return hub_; }
 
  private:
-  // True when `nick` is a registered user's name that `user` (the session's login, maybe
-  // empty) may not take.
+  // True when `nick` is a registered user's name, ignoring case, that `user` (the session's
+  // login, maybe empty) may not take.
   bool reserved(const std::string& nick, const std::string& user) const;
   MemberId member_of(Call& call) const;
 

@@ -367,3 +367,45 @@ TEST_CASE("flood control refuses a member sending too fast, with a clear message
     CHECK(awaited11.rfind("! busy: flood control", 0) == 0);
   }());
 }
+
+TEST_CASE("a registered user's name is theirs in any case: others get forbidden") {
+  test::TempDir dir;
+  for (const char* name : {"alice", "bob"}) {
+    auto added = test::run_program({test::binary("coserve").string(), "user", "add", name,
+                                    "--password-stdin", "--data-dir", dir.path().string()},
+                                   std::string("pw-") + name + "\n");
+    INFO(added.err);
+    REQUIRE(added.status == 0);
+  }
+  test::ServerProcess server({}, dir.path());
+  test::run([&]() -> awaitable<void> {
+    auto ex = co_await asio::this_coro::executor;
+    Client anon(ex);
+    co_await anon.connect("127.0.0.1", server.port("framed"));
+    for (const char* nick : {"alice", "Alice", "ALICE", "aLiCe"}) {
+      INFO(nick);
+      auto code = co_await fails(anon, req("join", "room", "dev", "nick", nick));
+      CHECK(code == "forbidden");
+    }
+    Client bob(ex);
+    co_await bob.connect("127.0.0.1", server.port("framed"));
+    json login = {{"service", "auth"}, {"op", "login"}, {"user", "bob"}, {"password", "pw-bob"}};
+    auto bob_in = co_await bob.call(login);
+    REQUIRE(bob_in.head["ok"] == true);
+    auto as_alice = co_await fails(bob, req("join", "room", "dev", "nick", "Alice"));
+    CHECK(as_alice == "forbidden");
+    // The owner may use their name in any case.
+    co_await ok(bob, req("join", "room", "dev", "nick", "Bob"));
+
+    LineClient line(ex);
+    co_await line.connect(server.port("chat_line"));
+    co_await line.send("ALICE");
+    auto refused = co_await line.line();
+    CHECK(refused.rfind("! forbidden", 0) == 0);
+    co_await line.send("bOB");
+    auto refused_bob = co_await line.line();
+    CHECK(refused_bob.rfind("! forbidden", 0) == 0);
+    co_await line.send("carol");
+    co_await line.line_starting("* welcome carol");
+  }());
+}
