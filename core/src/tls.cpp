@@ -45,6 +45,15 @@ std::string describe_file(const char* key, const std::filesystem::path& file) {
   throw BindError("listener 'framed_tls': " + message);
 }
 
+// TLS 1.2 suites: Mozilla's "intermediate" profile without DHE: forward secrecy (ECDHE) and
+// AEAD ciphers only. OpenSSL's defaults also offer CBC with SHA-1 MACs (e.g.
+// ECDHE-RSA-AES128-SHA), open to padding-oracle attacks (Lucky13). TLS 1.3 suites are all
+// AEAD and stay OpenSSL's defaults.
+constexpr const char* kTls12Ciphers =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
 // Refuses every passphrase prompt: a server must never block on the terminal asking for one.
 int no_passphrase(char*, int, int, void*) { return 0; }
 
@@ -79,9 +88,11 @@ std::shared_ptr<asio::ssl::context> make_server_tls_context(const TlsServerSetti
   auto context = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_server);
   SSL_CTX* ctx = context->native_handle();
   ERR_clear_error();
-  // TLS 1.0 and 1.1 are deprecated (RFC 8996); ciphers stay OpenSSL's defaults.
+  // TLS 1.0 and 1.1 are deprecated (RFC 8996).
   if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1)
     fail_setup("cannot require TLS 1.2: " + openssl_reason());
+  if (SSL_CTX_set_cipher_list(ctx, kTls12Ciphers) != 1)
+    fail_setup("cannot set the TLS 1.2 cipher list: " + openssl_reason());
   SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
 
   const auto cert = describe_file("tls.cert_file", settings.cert_file);
@@ -131,6 +142,8 @@ std::shared_ptr<asio::ssl::context> make_client_tls_context(const std::string& c
   ERR_clear_error();
   if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1)
     throw std::runtime_error("cannot require TLS 1.2: " + openssl_reason());
+  if (SSL_CTX_set_cipher_list(ctx, kTls12Ciphers) != 1)
+    throw std::runtime_error("cannot set the TLS 1.2 cipher list: " + openssl_reason());
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
   if (ca_file.empty()) {
     // A system without a trust store fails verification later, with a clear reason.

@@ -15,7 +15,10 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 
+#include <openssl/ssl.h>
+
 #include "coserve/client.hpp"
+#include "coserve/tls.hpp"
 #include "test_pki.hpp"
 #include "test_support.hpp"
 
@@ -423,4 +426,47 @@ TEST_CASE("tls: the server refuses to start without usable key material", "[tls]
     test::ServerProcess plain;
     CHECK_FALSE(plain.bound().contains("framed_tls"));
   }
+}
+
+namespace {
+
+// A bare TLS 1.2 client that offers only `ciphers` (OpenSSL names) and checks no certificate:
+// what a client stuck on old suites would send. Returns the suite the server chose, or "" when
+// the handshake failed.
+awaitable<std::string> negotiated_tls12_cipher(const std::string& port, const char* ciphers) {
+  asio::ssl::context context(asio::ssl::context::tls_client);
+  SSL_CTX* ctx = context.native_handle();
+  REQUIRE(SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) == 1);
+  REQUIRE(SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION) == 1);
+  REQUIRE(SSL_CTX_set_cipher_list(ctx, ciphers) == 1);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
+  TlsStream stream(co_await asio::this_coro::executor, context);
+  co_await stream.next_layer().async_connect(
+      {asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(std::stoi(port))},
+      use_awaitable);
+  auto failure = co_await tls_handshake(stream, asio::ssl::stream_base::client, 5s);
+  if (!failure.empty()) co_return std::string();
+  co_return std::string(SSL_get_cipher_name(stream.native_handle()));
+}
+
+}  // namespace
+
+TEST_CASE("tls: TLS 1.2 takes ECDHE with AES-GCM or ChaCha20 only, never CBC with SHA-1",
+          "[tls]") {
+  TlsServer server;
+  test::run([&]() -> awaitable<void> {
+    const auto port = server.tls_port();
+    // The test certificate has an EC key: the ECDSA suites are the ones it could serve.
+    auto cbc = co_await negotiated_tls12_cipher(port, "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA");
+    CHECK(cbc == "");
+    auto cbc_sha2 = co_await negotiated_tls12_cipher(
+        port, "ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA384");
+    CHECK(cbc_sha2 == "");
+    // The same client with a modern suite gets through: the refusal above is the suite's.
+    auto gcm = co_await negotiated_tls12_cipher(port, "ECDHE-ECDSA-AES128-GCM-SHA256");
+    CHECK(gcm == "ECDHE-ECDSA-AES128-GCM-SHA256");
+    auto chacha = co_await negotiated_tls12_cipher(port, "ECDHE-ECDSA-CHACHA20-POLY1305");
+    CHECK(chacha == "ECDHE-ECDSA-CHACHA20-POLY1305");
+  }());
+  CHECK(server.server().running());
 }

@@ -42,7 +42,8 @@ struct TlsServerSettings {
 // positive.
 TlsServerSettings tls_server_settings(const Config& config);
 
-// A TLS 1.2+ server context with the certificate chain and key loaded and checked against each
+// A TLS 1.2+ server context (TLS 1.2 with ECDHE + AES-GCM or ChaCha20-Poly1305 only, as
+// Mozilla's "intermediate" profile; no CBC, no SHA-1 MACs) with the certificate chain and key loaded and checked against each
 // other. Throws BindError with one line naming the file and the reason (missing, unreadable,
 // not PEM, encrypted key, key does not match the certificate).
 std::shared_ptr<asio::ssl::context> make_server_tls_context(const TlsServerSettings& settings);
@@ -53,7 +54,7 @@ std::shared_ptr<asio::ssl::context> make_server_tls_context(const TlsServerSetti
 awaitable<std::string> tls_handshake(TlsStream& stream, asio::ssl::stream_base::handshake_type side,
                                      std::chrono::milliseconds timeout);
 
-// A TLS 1.2+ client context that verifies the server against the PEM certificates in `ca_file`,
+// A TLS 1.2+ client context (the server's cipher list) that verifies the server against the PEM certificates in `ca_file`,
 // or the system's default trust store when `ca_file` is empty. Throws std::runtime_error with
 // one line when the CA file cannot be loaded.
 std::shared_ptr<asio::ssl::context> make_client_tls_context(const std::string& ca_file);
