@@ -36,12 +36,14 @@ const char* const kDefaults = R"json({
     "max_body": 1048576,
     "out_queue_bytes": 4194304,
     "max_inflight": 64,
+    "max_inbox_bytes": 16777216,
+    "max_buffered_bytes": 268435456,
     "idle_timeout_ms": 300000,
     "write_timeout_ms": 30000
   },
   "access": {
     "max_connections": 20000,
-    "max_per_address": 0,
+    "max_per_address": 256,
     "allow": [],
     "deny": []
   },

@@ -51,6 +51,7 @@ SessionLimits session_limits_from(const Config& config) {
   SessionLimits limits;
   limits.out_queue_bytes = config.get<std::size_t>("limits.out_queue_bytes");
   limits.max_inflight = config.get<std::size_t>("limits.max_inflight");
+  limits.max_inbox_bytes = config.get<std::size_t>("limits.max_inbox_bytes");
   limits.idle_timeout = std::chrono::milliseconds(config.get<std::int64_t>("limits.idle_timeout_ms"));
   limits.write_timeout =
       std::chrono::milliseconds(config.get<std::int64_t>("limits.write_timeout_ms"));
@@ -137,7 +138,9 @@ struct Server::Impl {
         session_limits(session_limits_from(config)),
         listeners(config, runtime, access, metrics, connections),
         signals(runtime.context(0)),
-        grace_timer(runtime.context(0)) {}
+        grace_timer(runtime.context(0)) {
+    metrics.inbound.set_limit(config.get<std::uint64_t>("limits.max_buffered_bytes"));
+  }
 
   SessionEnv session_env() { return SessionEnv{dispatcher, metrics, connections, session_limits}; }
 

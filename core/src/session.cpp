@@ -1,5 +1,6 @@
 #include "coserve/session.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <vector>
 
@@ -19,8 +20,6 @@ std::atomic<std::uint64_t> next_session_id{1};
 // A batch is one writev; bounded so one huge queue does not pin memory in the iovec.
 constexpr std::size_t kMaxBatchFrames = 64;
 constexpr std::size_t kMaxBatchBytes = 256 * 1024;
-// Frames a client may send ahead for one call (uploads use credit, see docs/protocol.md).
-constexpr std::size_t kMaxInboxBytes = 8 * 1024 * 1024;
 // Frames up to this size are written at once when the writer is idle (see Session::push).
 constexpr std::size_t kDirectWriteMax = 64 * 1024;
 
@@ -35,6 +34,12 @@ OutFrame unwritten_tail(const EncodedFrame& frame, std::size_t written) {
     tail->body = frame.body.substr(written - frame.head.size());
   }
   return tail;
+}
+
+// What a frame waiting in an inbox is charged: its bytes on the wire (its body, from a decoder
+// that does not say), and the Frame and list node that hold it.
+std::size_t inbox_cost(const Frame& frame) noexcept {
+  return std::max(frame.wire_size, frame.body.size()) + sizeof(Frame) + 2 * sizeof(void*);
 }
 
 }  // namespace
@@ -292,16 +297,7 @@ void Session::on_frame(Frame frame) {
       reply_error(*id_it, errc::bad_request, "no request with this id is in flight");
       return;
     }
-    auto& state = *it->second;
-    state.inbox_bytes += frame.body.size() + 64;
-    if (state.inbox_bytes > kMaxInboxBytes) {
-      // The client ignored flow control for this call: end the call, keep the connection.
-      state.cancelled = true;
-      state.cancel.emit(asio::cancellation_type::terminal);
-      return;
-    }
-    state.inbox.push_back(std::move(frame));
-    if (state.inbox_ready) state.inbox_ready->notify();
+    to_inbox(it->second, std::move(frame));
     return;
   }
   auto op = frame.head.find("op");
@@ -328,6 +324,54 @@ void Session::on_frame(Frame frame) {
                    // run_call catches everything; this is the last line of defence.
                    if (e) log::error("session {}: call ended with an escaped exception", sid);
                  }));
+}
+
+void Session::to_inbox(const std::shared_ptr<detail::CallState>& state, Frame frame) {
+  // Our own reference: ending calls below must not free the state under us.
+  const auto target = state;
+  if (target->cancelled) return;  // an ending call reads nothing more
+  const std::size_t cost = inbox_cost(frame);
+  while (inbox_bytes_ + cost > env_.limits.max_inbox_bytes) {
+    // The connection's inboxes are full: end the call holding the most, keep the connection.
+    std::shared_ptr<detail::CallState> greediest = target;
+    std::size_t most = target->inbox_bytes + cost;
+    for (auto& [key, other] : calls_) {
+      if (other->inbox_bytes > most) {
+        greediest = other;
+        most = other->inbox_bytes;
+      }
+    }
+    env_.metrics.inbox_full_calls_ended.inc();
+    log::debug("session {}: inboxes over {} bytes, ending call {}", id(),
+               env_.limits.max_inbox_bytes, greediest->key);
+    drop_inbox(*greediest);
+    cancel(*greediest);
+    if (greediest == target) return;
+  }
+  if (!env_.metrics.inbound.take(cost)) {
+    env_.metrics.budget_calls_ended.inc();
+    log::debug("session {}: server inbound budget spent, ending call {}", id(), target->key);
+    drop_inbox(*target);
+    cancel(*target);
+    return;
+  }
+  target->inbox_bytes += cost;
+  inbox_bytes_ += cost;
+  target->inbox.push_back(std::move(frame));
+  if (target->inbox_ready) target->inbox_ready->notify();
+}
+
+void Session::drop_inbox(detail::CallState& state) {
+  inbox_bytes_ -= state.inbox_bytes;
+  env_.metrics.inbound.give(state.inbox_bytes);
+  state.inbox_bytes = 0;
+  state.inbox.clear();
+}
+
+void Session::cancel(detail::CallState& state) {
+  state.cancelled = true;
+  state.cancel.emit(asio::cancellation_type::terminal);
+  if (state.inbox_ready) state.inbox_ready->notify();
 }
 
 bool Session::is_inline(const Frame& frame) const {
@@ -378,6 +422,7 @@ awaitable<void> Session::run_call(std::shared_ptr<detail::CallState> state, Fram
     outcome = co_await env_.dispatcher.dispatch(call);
   }
   finish_call(*state, std::move(outcome));
+  drop_inbox(*state);
   calls_.erase(state->key);
   if (calls_.empty()) calls_done_.notify();
 }
@@ -395,10 +440,8 @@ void Session::finish_call(const detail::CallState& state, Outcome outcome) {
 bool Session::cancel_call(const json& id) {
   auto it = calls_.find(id.dump());
   if (it == calls_.end()) return false;
-  auto& state = *it->second;
-  state.cancelled = true;
-  state.cancel.emit(asio::cancellation_type::terminal);
-  if (state.inbox_ready) state.inbox_ready->notify();
+  auto state = it->second;  // cancelling may end the call
+  cancel(*state);
   return true;
 }
 
@@ -406,11 +449,7 @@ void Session::cancel_all_calls() {
   // Copy: a cancelled call may finish (and erase itself) synchronously.
   std::vector<std::shared_ptr<detail::CallState>> calls;
   for (auto& [key, state] : calls_) calls.push_back(state);
-  for (auto& state : calls) {
-    state->cancelled = true;
-    state->cancel.emit(asio::cancellation_type::terminal);
-    if (state->inbox_ready) state->inbox_ready->notify();
-  }
+  for (auto& state : calls) cancel(*state);
 }
 
 // ---- Call ------------------------------------------------------------------------------------
@@ -468,7 +507,10 @@ awaitable<std::optional<Frame>> Call::receive() {
     if (!state_.inbox.empty()) {
       Frame frame = std::move(state_.inbox.front());
       state_.inbox.pop_front();
-      state_.inbox_bytes -= frame.body.size() + 64;
+      const std::size_t cost = inbox_cost(frame);
+      state_.inbox_bytes -= cost;
+      session_.inbox_bytes_ -= cost;
+      session_.env_.metrics.inbound.give(cost);
       co_return frame;
     }
     if (cancelled()) co_return std::nullopt;

@@ -50,3 +50,9 @@ TEST_CASE("bad CIDRs are config errors") {
   CHECK_THROWS_AS(policy_with({{"deny", {"nonsense"}}}), ConfigError);
   CHECK_THROWS_AS(policy_with({{"allow", {"10.0.0.0/x"}}}), ConfigError);
 }
+
+TEST_CASE("by default one address may hold 256 connections, not the whole server's cap") {
+  const auto policy = AccessPolicy::from_config(Config{});
+  CHECK(policy.max_per_address == 256);
+  CHECK(policy.max_per_address < policy.max_connections);
+}

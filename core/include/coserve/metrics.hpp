@@ -42,6 +42,29 @@ class Counter {
   Shard shards_[kShards];
 };
 
+// The server-wide budget for bytes held in inbound frames: frames partly received in the
+// framed transports' decoders and frames waiting in calls' inboxes (limits.max_buffered_bytes).
+// It lives in Metrics because every transport and session already shares that one object, and
+// its level is the gauge coserve_inbound_buffered_bytes.
+//
+// Threading: take() and give() are lock-free and called from every I/O thread; set_limit() once
+// while the server is set up, before it serves.
+class InboundBudget {
+ public:
+  explicit InboundBudget(Counter& gauge) : gauge_(gauge) {}
+  void set_limit(std::uint64_t bytes) noexcept { limit_.store(bytes, std::memory_order_relaxed); }
+  std::uint64_t limit() const noexcept { return limit_.load(std::memory_order_relaxed); }
+  // Takes `n` bytes; false, taking nothing, when that would pass the limit (0: no limit).
+  bool take(std::uint64_t n) noexcept;
+  void give(std::uint64_t n) noexcept;
+  std::uint64_t used() const noexcept { return used_.load(std::memory_order_relaxed); }
+
+ private:
+  Counter& gauge_;
+  std::atomic<std::uint64_t> limit_{0};
+  std::atomic<std::uint64_t> used_{0};
+};
+
 class Metrics {
  public:
   // `name` without the prefix, e.g. "frames_in_total"; `labels` like R"(service="echo")".
@@ -77,6 +100,13 @@ class Metrics {
   Counter& frames_out;
   Counter& bytes_in;
   Counter& bytes_out;
+  InboundBudget inbound;
+  // What the inbound budgets refused (coserve_inbound_budget_refusals_total): a call ended
+  // because its connection's inboxes were full (limits.max_inbox_bytes), a call ended or a
+  // connection closed because the server's budget was spent (limits.max_buffered_bytes).
+  Counter& inbox_full_calls_ended;
+  Counter& budget_calls_ended;
+  Counter& budget_connections_closed;
 };
 
 }  // namespace coserve

@@ -40,6 +40,9 @@ class Session;
 struct SessionLimits {
   std::size_t out_queue_bytes = 4 * 1024 * 1024;
   std::size_t max_inflight = 64;
+  // Frames the client sent ahead for its calls, waiting in their inboxes, over all calls of the
+  // connection (uploads use credit, so a client that honours it stays far below).
+  std::size_t max_inbox_bytes = 16 * 1024 * 1024;
   std::chrono::milliseconds idle_timeout{300000};
   std::chrono::milliseconds write_timeout{30000};
 };
@@ -85,7 +88,7 @@ struct CallState {
   asio::cancellation_signal cancel;
   bool cancelled = false;
   std::list<Frame> inbox;  // frames the client sent for this call (a list: empty costs nothing)
-  std::size_t inbox_bytes = 0;
+  std::size_t inbox_bytes = 0;  // their inbox_cost(), also counted in Session::inbox_bytes_
   std::unique_ptr<Signal> inbox_ready;
 };
 }  // namespace detail
@@ -157,6 +160,16 @@ class Session : private SessionClock::Ticking {
   void finish_call(const detail::CallState& state, Outcome outcome);
   void reply_error(const json& id, errc code, std::string message,
                    json details = json::object());
+  // Puts a frame the client sent for a call in flight into the call's inbox, within the
+  // connection's budget (limits.max_inbox_bytes) and the server's (limits.max_buffered_bytes).
+  // A client that ignores flow control fills them: while the connection's is full, the call
+  // holding the most is ended (this one too, if it is that call); when the server's is spent,
+  // this call is ended. An ended call's frames are dropped.
+  void to_inbox(const std::shared_ptr<detail::CallState>& state, Frame frame);
+  // Drops a call's waiting frames and gives their bytes back to both budgets.
+  void drop_inbox(detail::CallState& state);
+  // Cancels a call: it ends soon with `cancelled` (its handler sees it).
+  void cancel(detail::CallState& state);
   awaitable<bool> wait_for_space(bool reader = false);
   void cancel_all_calls();
   void touch() noexcept { last_activity_ = std::chrono::steady_clock::now(); }
@@ -170,6 +183,7 @@ class Session : private SessionClock::Ticking {
 
   std::unordered_map<std::string, std::shared_ptr<detail::CallState>> calls_;
   Signal calls_done_;
+  std::size_t inbox_bytes_ = 0;  // in all calls' inboxes
 
   // Frames waiting for the writer, from queue_head_ on (a vector, not a deque: a deque
   // allocates when constructed, and most connections are idle).

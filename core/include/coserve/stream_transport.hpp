@@ -51,11 +51,15 @@ class StreamTransport final : public Transport {
       socket_.non_blocking(true, ignored);
     }
   }
+  ~StreamTransport() override { metrics_.inbound.give(charged_); }
 
   awaitable<std::optional<DecodeResult>> read() override {
     for (;;) {
       if (reading_stopped_) co_return std::nullopt;
-      if (auto item = decoder_.next()) co_return item;
+      if (auto item = decoder_.next()) {
+        charge();  // a large body left the decoder with its frame
+        co_return item;
+      }
       error_code ec;
       std::size_t n = 0;
       // Between frames: a small buffer, so an idle connection costs little. Asio's reactor reads
@@ -63,6 +67,14 @@ class StreamTransport final : public Transport {
       // without a system call (a wait for readability would re-arm epoll every time).
       decoder_.shrink(kIdleBuffer);
       auto space = decoder_.prepare(decoder_.idle() ? kIdleBuffer : 64 * 1024);
+      if (!charge()) {
+        // The server holds all the inbound bytes it may (limits.max_buffered_bytes): this
+        // frame cannot be received, and the stream cannot be parsed past it.
+        metrics_.budget_connections_closed.inc();
+        reading_stopped_ = true;
+        co_return DecodeError{errc::busy, "the server is out of memory for inbound frames",
+                              nullptr, /*fatal=*/true};
+      }
       std::tie(ec, n) = co_await socket_.async_read_some(
           asio::buffer(space.data(), space.size()),
           asio::bind_cancellation_slot(stop_.slot(), use_nothrow));
@@ -173,8 +185,21 @@ class StreamTransport final : public Transport {
     }
   }
 
+  // Keeps the server's inbound budget charged with what the decoder holds beyond the small
+  // buffer of an idle connection (which every connection has, and the budget leaves out).
+  // False when the budget refuses the growth; the charge is then left as it was.
+  bool charge() {
+    const std::size_t held = decoder_.buffered_capacity();
+    const std::size_t wanted = held > kIdleBuffer ? held : 0;
+    if (wanted > charged_ && !metrics_.inbound.take(wanted - charged_)) return false;
+    if (wanted < charged_) metrics_.inbound.give(charged_ - wanted);
+    charged_ = wanted;
+    return true;
+  }
+
   Socket socket_;
   FrameDecoder decoder_;
+  std::size_t charged_ = 0;  // bytes of the server's inbound budget this connection holds
   asio::cancellation_signal stop_;  // cancels the pending read (stop_reading)
   bool reading_stopped_ = false;
   Metrics& metrics_;
