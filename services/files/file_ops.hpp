@@ -148,9 +148,9 @@ class ActivePartials {
 class PartialUpload {
  public:
   // Opens the upload for `path`. Resumes when the metadata matches size and sha256, otherwise
-  // replaces any old partial (its bytes, metadata included, are added to `freed`). Throws exists when the target
-  // exists and !overwrite, bad_request when the target is a directory, busy when another upload
-  // has the partial open. `active` (may be null in unit tests) records the partial as in use.
+  // replaces any old partial (its bytes, metadata included, are added to `freed`). Throws exists
+  // when the target exists and !overwrite, bad_request when the target is a directory, busy when
+  // another upload has the partial open. `active` (may be null in unit tests) records the partial as in use.
   PartialUpload(const Jail& jail, const std::string& path, std::uint64_t size, std::string sha256,
                 bool overwrite, std::uint64_t& freed, ActivePartials* active = nullptr);
   ~PartialUpload();

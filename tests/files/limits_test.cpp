@@ -114,7 +114,8 @@ TEST_CASE("files: paths are at most services.files.max_depth levels deep", "[fil
   ServerProcess server({"--set", "services.files.max_depth=16"}, dir.path());
   run([&]() -> awaitable<void> {
     auto c = co_await connect(server, "alice", "pw");
-    auto at_limit = co_await files_call(*c, Req("mkdir").set("path", nested(16)).set("parents", true));
+    auto at_limit =
+        co_await files_call(*c, Req("mkdir").set("path", nested(16)).set("parents", true));
     CHECK(error_of(at_limit) == "ok");
     auto over = co_await files_call(*c, Req("mkdir").set("path", nested(17)).set("parents", true));
     CHECK(error_of(over) == "bad_request");
@@ -129,19 +130,24 @@ TEST_CASE("files: paths are at most services.files.max_depth levels deep", "[fil
 
     // Moving a directory carries its subtree: two trees at the limit, one moved into the other,
     // would double the depth with each mv.
-    auto b = co_await files_call(*c, Req("mkdir").set("path", nested(10, "b")).set("parents", true));
+    auto b =
+        co_await files_call(*c, Req("mkdir").set("path", nested(10, "b")).set("parents", true));
     REQUIRE(error_of(b) == "ok");
-    auto doubled = co_await files_call(*c, Req("mv").set("from", "a").set("to", nested(10, "b") + "/a"));
+    auto doubled =
+        co_await files_call(*c, Req("mv").set("from", "a").set("to", nested(10, "b") + "/a"));
     CHECK(error_of(doubled) == "bad_request");
     auto still = co_await files_call(*c, Req("stat").set("path", nested(16)));
     CHECK(error_of(still) == "ok");
     // Within the limit it moves: "b" (10 levels) into a 5-level directory.
-    auto shallow = co_await files_call(*c, Req("mkdir").set("path", nested(5, "s")).set("parents", true));
+    auto shallow =
+        co_await files_call(*c, Req("mkdir").set("path", nested(5, "s")).set("parents", true));
     REQUIRE(error_of(shallow) == "ok");
-    auto fits = co_await files_call(*c, Req("mv").set("from", "b").set("to", nested(5, "s") + "/b"));
+    auto fits =
+        co_await files_call(*c, Req("mv").set("from", "b").set("to", nested(5, "s") + "/b"));
     CHECK(error_of(fits) == "ok");
     // A plain file: only its own depth counts.
-    auto file_mv = co_await files_call(*c, Req("mv").set("from", nested(15) + "/f").set("to", "f"));
+    auto file_mv =
+        co_await files_call(*c, Req("mv").set("from", nested(15) + "/f").set("to", "f"));
     CHECK(error_of(file_mv) == "ok");
   }());
 }
