@@ -316,6 +316,12 @@ password=$(compose logs --no-color coserve | sed -n "s/.*created user 'admin' wi
 COSERVE_PASSWORD=$password python3 docker/smoke_client.py login "$host" "$COSERVE_FRAMED_PORT" admin \
   || die "login with the password from the log"
 ok "auth.login as admin with the password printed in the log"
+# The command sandbox works under the compose file's settings: the program sees its home at
+# /home/<user> (a refused run, when bubblewrap cannot make its namespaces, fails here).
+cwd=$(docker exec -e COSERVE_PASSWORD="$password" "$container" coserve-cli --user admin exec pwd) \
+  || die "command.run in the sandbox inside the container: $(compose logs --no-color coserve | grep -i sandbox | tail -n 3)"
+[ "$cwd" = /home/admin ] || die "command.run printed '$cwd', expected /home/admin"
+ok "command.run in the bubblewrap sandbox inside the container"
 
 # --- graceful stop, restart with the same volume ------------------------------------------
 step "stop (SIGTERM)"

@@ -3,10 +3,12 @@
 # installs what is missing. Uses sudo when not root.
 set -euo pipefail
 
+# bubblewrap: the command service's sandbox, needed at run time as well as by the tests.
 packages=(
   build-essential cmake ninja-build pkg-config
   libboost1.81-dev nlohmann-json3-dev catch2 libsodium-dev libssl-dev
   libcli11-dev libspdlog-dev libedit-dev
+  bubblewrap
   netcat-openbsd curl procps tmux
 )
 # Extra groups, asked for by the scripts that need them: `install-deps.sh browser` etc.

@@ -13,6 +13,7 @@
 
 #include "assets.hpp"
 #include "coserve/connections.hpp"
+#include "coserve/dispatcher.hpp"
 #include "coserve/listeners.hpp"
 #include "coserve/log.hpp"
 #include "coserve/metrics.hpp"
@@ -473,8 +474,13 @@ awaitable<Response> WebService::Impl::respond(const Request& req,
 }
 
 Response WebService::Impl::healthz(const Request& req) {
-  // Status only: anyone who reaches the port may ask, so no paths, versions or counts.
+  // Status only: anyone who reaches the port may ask, so no paths, versions or counts. A
+  // security feature an operator turned off (or the host refused) is part of the status.
   json body = {{"status", stopping.load(std::memory_order_relaxed) ? "stopping" : "ok"}};
+  json warnings = json::array();
+  for (auto& service : dispatcher.services())
+    for (auto& warning : service->warnings()) warnings.push_back(warning);
+  if (!warnings.empty()) body["warnings"] = std::move(warnings);
   auto res = make_response(http::status::ok, req.version(), "application/json", body.dump() + "\n");
   res.set(http::field::cache_control, "no-store");
   return res;

@@ -229,6 +229,8 @@ AuthService::AuthService(ServiceContext& ctx)
   // Runs once at startup, before any session exists: blocking here is fine.
   const char* env = std::getenv("COSERVE_ADMIN_PASSWORD");
   std::string wanted = env ? env : "";
+  // Read once; main() already blanked it in the block /proc/<pid>/environ shows.
+  ::unsetenv("COSERVE_ADMIN_PASSWORD");
   if (auto password = users_->ensure_admin(wanted)) {
     if (wanted.empty()) {
       // Printed once, straight to the console (not through the logger's formatting).

@@ -1,8 +1,11 @@
 #include "command/command.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,6 +20,7 @@
 #include <boost/asio/write.hpp>
 
 #include "auth/auth.hpp"
+#include "files/files.hpp"
 #include "command/argv_split.hpp"
 #include "command/jail.hpp"
 #include "command/process_v2.hpp"
@@ -68,24 +72,28 @@ std::pair<Fd, Fd> make_pipe() {
 struct ChildSetup {
   int cwd_fd;
   ChildLimits limits;
+  std::uint64_t max_file_bytes;  // RLIMIT_FSIZE: what is left of the user's quota
 
   bp::error_code on_exec_setup(bp::posix::default_launcher&, const bp::filesystem::path&,
                                const char* const*) {
     auto fail = [] { return bp::error_code(errno, bp::system_category()); };
-    // Its own process group, so the server can kill it with everything it started.
-    if (::setpgid(0, 0) != 0) return fail();
+    // Its own session and process group: the server kills the group with everything in it,
+    // and the program has no controlling terminal to inject keystrokes into (TIOCSTI).
+    if (::setsid() < 0) return fail();
     if (::fchdir(cwd_fd) != 0) return fail();
     auto limit = [](int resource, std::uint64_t value) {
       rlimit r{static_cast<rlim_t>(value), static_cast<rlim_t>(value)};
       return ::setrlimit(resource, &r) == 0;
     };
     if (!limit(RLIMIT_CPU, limits.cpu_seconds) || !limit(RLIMIT_AS, limits.address_space) ||
-        !limit(RLIMIT_NOFILE, limits.open_files) || !limit(RLIMIT_NPROC, limits.processes))
+        !limit(RLIMIT_NOFILE, limits.open_files) || !limit(RLIMIT_NPROC, limits.processes) ||
+        !limit(RLIMIT_CORE, 0) || !limit(RLIMIT_FSIZE, max_file_bytes))
       return fail();
     // The server ignores SIGPIPE and may block signals on its threads; exec keeps both.
     struct sigaction dfl {};
     dfl.sa_handler = SIG_DFL;
     ::sigaction(SIGPIPE, &dfl, nullptr);
+    ::sigaction(SIGXFSZ, &dfl, nullptr);
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -97,17 +105,28 @@ struct ChildSetup {
 };
 
 struct SpawnRequest {
+  const Sandbox* sandbox;
   Launch launch;
-  std::filesystem::path home;
-  std::string cwd;
+  SandboxedRun where;
   std::vector<std::string> env;
   ChildLimits limits;
+  std::uint64_t max_file_bytes;
   int in_fd, out_fd, err_fd;
 };
 
 // BLOCKING (fork, exec handshake): on the blocking pool. Returns the child's pid.
 pid_t spawn(const SpawnRequest& r) {
-  Fd cwd(open_jailed_dir(r.home, r.cwd));
+  Fd cwd(open_jailed_dir(r.where.home, r.where.cwd));
+  Fd home(::open(r.where.home.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (home.fd < 0) throw Error(errc::not_found, "your home directory cannot be opened");
+  if (auto& run_as = r.sandbox->run_as(); run_as && r.sandbox->enabled()) {
+    // The unprivileged uid must be able to write the home it works in. Only the home itself
+    // changes owner: what the files service (root) wrote below it stays root's.
+    struct stat st {};
+    if (::fstat(home.fd, &st) == 0 && (st.st_uid != run_as->uid || st.st_gid != run_as->gid))
+      (void)::fchown(home.fd, run_as->uid, run_as->gid);
+  }
+  auto argv = r.sandbox->wrap(r.launch.program, r.launch.args, r.where);
   // The launcher calls notify_fork on the context it is given, in the parent and the child.
   // A context private to this thread means no other thread can hold its locks across fork.
   thread_local asio::io_context launch_context;
@@ -117,15 +136,17 @@ pid_t spawn(const SpawnRequest& r) {
   envp.push_back(nullptr);
   launcher.env = envp.data();
   bp::error_code ec;
-  auto process = launcher(launch_context.get_executor(), ec, r.launch.program, r.launch.args,
+  std::vector<std::string> args(argv.begin() + 1, argv.end());
+  auto process = launcher(launch_context.get_executor(), ec, argv.front(), args,
                           bp::process_stdio{r.in_fd, r.out_fd, r.err_fd},
-                          ChildSetup{cwd.fd, r.limits});
+                          ChildSetup{cwd.fd, r.limits, r.max_file_bytes});
   if (ec) {
+    const auto& name = r.launch.name;
     if (ec.value() == ENOENT || ec.value() == EACCES)
-      throw Error(errc::not_found, "cannot run '" + r.launch.name + "': " + ec.message());
+      throw Error(errc::not_found, "cannot run '" + name + "': " + ec.message());
     if (ec.value() == EAGAIN || ec.value() == ENOMEM)
-      throw Error(errc::busy, "cannot start '" + r.launch.name + "': " + ec.message());
-    throw Error(errc::internal, "cannot start '" + r.launch.name + "': " + ec.message());
+      throw Error(errc::busy, "cannot start '" + name + "': " + ec.message());
+    throw Error(errc::internal, "cannot start '" + name + "': " + ec.message());
   }
   pid_t pid = process.id();
   process.detach();  // the session's executor takes over (a pidfd of its own)
@@ -206,30 +227,49 @@ json CommandService::defaults() {
       {"allow", {"ls", "cat", "echo", "pwd", "whoami", "date", "uname", "head", "tail", "wc",
                  "sort", "grep", "true", "false", "sleep", "yes", "seq", "printf", "env", "id",
                  "du", "df", "find", "sha256sum"}},
-      // Arguments that would turn an allowed program into a way to run others or write files.
+      // Options that turn an allowed program into a way to run others: refused as getopt
+      // would read them (unique prefixes of long options, --opt=value, short clusters). The
+      // sandbox is the barrier; this only keeps the obvious out.
       {"deny_args",
        {{"find", {"-exec", "-execdir", "-ok", "-okdir", "-delete", "-fprint", "-fprint0",
                   "-fprintf", "-fls"}},
         {"env", {"*"}},
-        {"sort", {"-o", "--output", "--compress-program"}}}},
+        {"sort", {"--compress-program"}}}},
       {"path", {"/usr/local/bin", "/usr/bin", "/bin"}},
       {"shell", "/bin/sh"},
       {"allow_shell", true},
       {"default_timeout_ms", 60000},
       {"max_timeout_ms", 3600000},
       {"max_output_bytes", 64 * 1024 * 1024},
+      {"max_runs_per_user", 4},
       {"rlimit_cpu_seconds", 60},
       {"rlimit_address_space", 1024 * 1024 * 1024},
       {"rlimit_open_files", 256},
       {"rlimit_processes", 4096},
+      // "bubblewrap" or "none" (no isolation at all: the operator's explicit choice).
+      {"sandbox", "bubblewrap"},
+      {"sandbox_bwrap", "/usr/bin/bwrap"},
+      {"sandbox_setpriv", "/usr/bin/setpriv"},
+      {"sandbox_network", false},
+      {"sandbox_tmp_bytes", 64 * 1024 * 1024},
+      // What a program sees of the host, read-only: programs, libraries, and the /etc files
+      // they need to start and to name users. Never the data dir, /etc/shadow or keys.
+      {"sandbox_ro_paths",
+       {"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/alternatives",
+        "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime",
+        "/etc/passwd", "/etc/group", "/etc/nsswitch.conf"}},
+      // Only when the server runs as root: the account programs run as.
+      {"run_as", "nobody"},
   };
 }
 
 CommandService::CommandService(ServiceContext& ctx)
     : blocking_(ctx.runtime.blocking()),
       data_dir_(ctx.config.data_dir),
+      dispatcher_(ctx.dispatcher),
       auth_(dynamic_cast<auth::AuthService*>(ctx.dispatcher.find("auth"))),
-      policy_(ctx.settings) {
+      policy_(ctx.settings),
+      sandbox_(SandboxSettings::from(ctx.settings, ::geteuid() == 0)) {
   try {
     const auto& s = ctx.settings;
     child_limits_.cpu_seconds = s.at("rlimit_cpu_seconds").get<std::uint64_t>();
@@ -239,11 +279,100 @@ CommandService::CommandService(ServiceContext& ctx)
     default_timeout_ms_ = s.at("default_timeout_ms").get<std::int64_t>();
     max_timeout_ms_ = s.at("max_timeout_ms").get<std::int64_t>();
     max_output_bytes_ = s.at("max_output_bytes").get<std::uint64_t>();
+    max_runs_per_user_ = s.at("max_runs_per_user").get<std::size_t>();
   } catch (const json::exception& e) {
     throw ConfigError(std::string("services.command: ") + e.what());
   }
   if (default_timeout_ms_ <= 0 || max_timeout_ms_ < default_timeout_ms_)
     throw ConfigError("services.command: need 0 < default_timeout_ms <= max_timeout_ms");
+  if (max_runs_per_user_ == 0) throw ConfigError("services.command.max_runs_per_user must be > 0");
+  if (sandbox_.enabled()) {
+    probe_sandbox();
+  } else {
+    log::warn("*** services.command.sandbox is \"none\": commands run WITHOUT a sandbox and can "
+              "read and write everything the server's user can. Do not expose this server. ***");
+  }
+}
+
+void CommandService::probe_sandbox() {
+  // A real run of `true` in a throwaway home, exactly as a user's program would start.
+  char pattern[] = "/tmp/coserve-sandbox-probe.XXXXXX";
+  if (!::mkdtemp(pattern)) {
+    sandbox_.mark_unusable(std::string("cannot make a probe directory: ") + std::strerror(errno));
+    log::error("command: commands are refused: {}", sandbox_.why());
+    return;
+  }
+  std::filesystem::path home = pattern;
+  std::string why;
+  try {
+    auto [err_r, err_w] = make_pipe();
+    Fd null_in(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    Fd null_out(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+    Launch launch{policy_.find_program("true"), {}, "true", false};
+    SpawnRequest probe{&sandbox_, launch, {home, "probe", ""}, {"PATH=" + policy_.path_variable()},
+                       child_limits_, ~std::uint64_t{0}, null_in.fd, null_out.fd, err_w.fd};
+    pid_t pid = spawn(probe);
+    err_w.reset();
+    int status = 0;
+    // bwrap needs a few milliseconds; a host that hangs it gets 10 s before we give up.
+    for (int waited_ms = 0;; waited_ms += 10) {
+      pid_t done = ::waitpid(pid, &status, WNOHANG);
+      if (done == pid) break;
+      if (done < 0 || waited_ms >= 10000) {
+        ::kill(-pid, SIGKILL);
+        ::waitpid(pid, &status, 0);
+        why = "the sandbox did not start within 10 s";
+        break;
+      }
+      ::usleep(10000);
+    }
+    std::string err(4096, '\0');
+    auto n = ::read(err_r.fd, err.data(), err.size());
+    err.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+    while (!err.empty() && err.back() == '\n') err.pop_back();
+    if (why.empty() && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+      why = "bubblewrap failed: " + (err.empty() ? std::string("exit status ") + std::to_string(status) : err);
+  } catch (const std::exception& e) {
+    why = e.what();
+  }
+  std::error_code ignored;
+  std::filesystem::remove_all(home, ignored);
+  if (!why.empty()) {
+    sandbox_.mark_unusable("the command sandbox cannot be made on this host (" + why +
+                           "); set services.command.sandbox to \"none\" only if you accept "
+                           "commands without isolation");
+    log::error("command: every run will be refused: {}", sandbox_.why());
+  } else {
+    log::info("command: programs run in a bubblewrap sandbox{}",
+              sandbox_.run_as() ? " as services.command.run_as (the server runs as root)" : "");
+  }
+}
+
+std::vector<std::string> CommandService::warnings() const {
+  if (!sandbox_.enabled())
+    return {"command: services.command.sandbox is \"none\": commands run without a sandbox"};
+  if (!sandbox_.usable()) return {"command: every run is refused: " + sandbox_.why()};
+  return {};
+}
+
+files::FilesService* CommandService::files_service() const {
+  // Looked up per call, not in the constructor: `files` may be registered after us.
+  return dynamic_cast<files::FilesService*>(dispatcher_.find("files"));
+}
+
+std::optional<CommandService::RunSlot> CommandService::take_slot(const std::string& user) {
+  std::lock_guard lock(slots_mutex_);
+  auto& count = runs_in_progress_[user];
+  if (count >= max_runs_per_user_) return std::nullopt;
+  ++count;
+  return RunSlot(*this, user);
+}
+
+CommandService::RunSlot::~RunSlot() {
+  if (!owner_) return;
+  std::lock_guard lock(owner_->slots_mutex_);
+  auto it = owner_->runs_in_progress_.find(user_);
+  if (it != owner_->runs_in_progress_.end() && --it->second == 0) owner_->runs_in_progress_.erase(it);
 }
 
 CommandService::Identity CommandService::identity(Call& call) const {
@@ -292,6 +421,13 @@ awaitable<Outcome> CommandService::run(Call& call) {
                 "'timeout_ms' must be between 1 and " + std::to_string(max_timeout_ms_));
   std::string input = call.get_or<std::string>("stdin", "") + call.body();
 
+  if (!sandbox_.usable()) throw Error(errc::forbidden, "commands are disabled: " + sandbox_.why());
+  auto slot = take_slot(who.user);
+  if (!slot)
+    throw Error(errc::busy, "you already have " + std::to_string(max_runs_per_user_) +
+                                " commands running; wait for one to end");
+  const std::uint64_t max_file_bytes = co_await remaining_quota(who);
+
   auto& state = call.session().state<CommandSessionState>();
   auto [out_r, out_w] = make_pipe();
   auto [err_r, err_w] = make_pipe();
@@ -303,15 +439,24 @@ awaitable<Outcome> CommandService::run(Call& call) {
     std::tie(in_r, in_w) = make_pipe();
   }
 
-  SpawnRequest spawn_request{launch, who.home, state.cwd, {}, child_limits_,
-                             in_r.fd, out_w.fd, err_w.fd};
+  const SandboxedRun where{who.home, who.user, state.cwd};
+  SpawnRequest spawn_request{&sandbox_,
+                             launch,
+                             where,
+                             {},
+                             child_limits_,
+                             max_file_bytes,
+                             in_r.fd,
+                             out_w.fd,
+                             err_w.fd};
   spawn_request.env = {"PATH=" + policy_.path_variable(),
-                       "HOME=" + who.home.string(),
+                       "HOME=" + sandbox_.inner_home(where),
                        "USER=" + who.user,
                        "LOGNAME=" + who.user,
                        "LANG=C.UTF-8",
                        "TERM=dumb",
-                       "PWD=" + (who.home / state.cwd).lexically_normal().string()};
+                       "TMPDIR=/tmp",
+                       "PWD=" + sandbox_.inner_cwd(where)};
   if (launch.shell) spawn_request.env.push_back("SHELL=" + launch.program.string());
 
   const auto started = std::chrono::steady_clock::now();
@@ -361,6 +506,7 @@ awaitable<Outcome> CommandService::run(Call& call) {
     }
   }
   killer.armed = !rs.reaped;
+  co_await recount_quota(who);
   auto duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                          std::chrono::steady_clock::now() - started)
                          .count();
@@ -379,6 +525,16 @@ awaitable<Outcome> CommandService::run(Call& call) {
   if (rs.truncated) reply["truncated"] = true;
   reply["output_bytes"] = rs.output;
   co_return Outcome::ok(std::move(reply));
+}
+
+awaitable<std::uint64_t> CommandService::remaining_quota(const Identity& who) {
+  auto* files = files_service();
+  if (!files) co_return ~std::uint64_t{0};  // no files service, no quota to keep
+  co_return co_await files->remaining(who.user);
+}
+
+awaitable<void> CommandService::recount_quota(const Identity& who) {
+  if (auto* files = files_service()) co_await files->rescan(who.user);
 }
 
 awaitable<Outcome> CommandService::cancel(Call& call) {

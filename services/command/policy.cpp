@@ -32,11 +32,25 @@ std::filesystem::path Policy::find_on_path(const std::string& name) const {
 
 namespace {
 
+// Matches as GNU getopt reads arguments, so a rule cannot be dodged by spelling:
+//   "*"       any argument at all;
+//   "-x"      the short option x, alone or inside a cluster (-rx, -xfoo);
+//   "--long"  --long, --long=value, and every abbreviation getopt accepts (--lo, --l=v);
+//   anything else (find's -exec, a word) the argument exactly, or ARG=value.
+// Erring towards refusing: an option's attached value that contains x also matches "-x".
 bool denied(const std::string& arg, const std::string& rule) {
   if (rule == "*") return true;
-  if (rule.size() == 2 && rule[0] == '-' && rule[1] != '-')
+  const bool short_rule = rule.size() == 2 && rule[0] == '-' && rule[1] != '-';
+  if (short_rule)
     return arg.size() >= 2 && arg[0] == '-' && arg[1] != '-' &&
            arg.find(rule[1], 1) != std::string::npos;
+  if (rule.rfind("--", 0) == 0 && rule.size() > 2) {
+    if (arg.rfind("--", 0) != 0 || arg.size() == 2) return false;
+    auto name = std::string_view(arg).substr(2, arg.find('=') == std::string::npos
+                                                    ? std::string::npos
+                                                    : arg.find('=') - 2);
+    return !name.empty() && std::string_view(rule).substr(2).starts_with(name);
+  }
   return arg == rule || arg.rfind(rule + "=", 0) == 0;
 }
 

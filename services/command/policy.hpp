@@ -3,10 +3,12 @@
 // processes (tests/command/policy_test.cpp). Immutable after construction: thread-safe.
 //
 // Default policy: only programs in `allow`, by bare name, found in `path`, run without a shell,
-// and never with an argument listed for them in `deny_args` ("*" = no arguments at all;
-// "-x" = a short option letter, also inside clusters like -rx; anything longer matches the
-// argument exactly or as "ARG=..."). Users with the `shell` flag (and `allow_shell` on) may run
-// any program on `path`, and `line` goes to `shell -c line` for them.
+// and never with an argument listed for them in `deny_args`, matched as getopt reads options
+// ("*" = no arguments at all; "-x" = a short option, also inside clusters like -rx; "--long" =
+// the option and every abbreviation of it, with or without =value; anything else exactly or as
+// "ARG=..."). Users with the `shell` flag (and `allow_shell` on) may run any program on `path`,
+// and `line` goes to `shell -c line` for them. This is a convenience: every program runs in the
+// sandbox (sandbox.hpp), which is the barrier.
 #include <filesystem>
 #include <map>
 #include <set>
@@ -36,6 +38,8 @@ class Policy {
   // A `line` for a shell user: `shell -c line`.
   Launch shell_line(const std::string& line) const;
   bool shell_allowed() const noexcept { return allow_shell_; }
+  // The absolute path of `name` on `path`; throws Error(not_found).
+  std::filesystem::path find_program(const std::string& name) const { return find_on_path(name); }
   // `path` as a PATH value (a:b:c) for the child's environment.
   std::string path_variable() const;
 

@@ -130,6 +130,9 @@ class Service {
   // The server is shutting down: stop timers and background work so the runtime can end.
   // Called on context 0; sessions are told separately.
   virtual void stop() {}
+  // What an operator must know about this service's health (`warnings` in /healthz), e.g. a
+  // security feature that is off. Empty when all is well. Thread-safe.
+  virtual std::vector<std::string> warnings() const { return {}; }
 };
 
 // An op's handler says how the session runs it:
