@@ -22,8 +22,8 @@
 #include "auth/auth.hpp"
 #include "files/files.hpp"
 #include "command/argv_split.hpp"
-#include "command/jail.hpp"
 #include "command/process_v2.hpp"
+#include "jail/path_jail.hpp"
 #include "coserve/dispatcher.hpp"
 #include "coserve/log.hpp"
 #include "coserve/offload.hpp"
@@ -36,36 +36,17 @@ namespace {
 
 constexpr std::size_t kReadChunk = 64 * 1024;
 
+using jail::UniqueFd;
+
 struct CommandSessionState {
-  std::string cwd;  // home-relative, "" = the home itself
+  std::string cwd = "/";  // a virtual path inside the home, as files shows it ("/" = the home)
 };
 
-// Owns a file descriptor.
-struct Fd {
-  int fd = -1;
-  Fd() = default;
-  explicit Fd(int f) : fd(f) {}
-  Fd(Fd&& o) noexcept : fd(std::exchange(o.fd, -1)) {}
-  Fd& operator=(Fd&& o) noexcept {
-    if (this != &o) {
-      reset();
-      fd = std::exchange(o.fd, -1);
-    }
-    return *this;
-  }
-  ~Fd() { reset(); }
-  void reset() {
-    if (fd >= 0) ::close(fd);
-    fd = -1;
-  }
-  int release() { return std::exchange(fd, -1); }
-};
-
-std::pair<Fd, Fd> make_pipe() {
+std::pair<UniqueFd, UniqueFd> make_pipe() {
   int p[2];
   if (::pipe2(p, O_CLOEXEC) != 0)
     throw Error(errc::busy, std::string("cannot create a pipe: ") + std::strerror(errno));
-  return {Fd(p[0]), Fd(p[1])};
+  return {UniqueFd(p[0]), UniqueFd(p[1])};
 }
 
 // Runs in the child between fork and exec: async-signal-safe calls only.
@@ -116,15 +97,16 @@ struct SpawnRequest {
 
 // BLOCKING (fork, exec handshake): on the blocking pool. Returns the child's pid.
 pid_t spawn(const SpawnRequest& r) {
-  Fd cwd(open_jailed_dir(r.where.home, r.where.cwd));
-  Fd home(::open(r.where.home.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (home.fd < 0) throw Error(errc::not_found, "your home directory cannot be opened");
+  // The working directory, resolved by the kernel beneath the home (the same jail as files).
+  const jail::Jail home_jail(r.where.home.string());
+  UniqueFd cwd = home_jail.open(r.where.cwd, O_PATH | O_DIRECTORY);
   if (auto& run_as = r.sandbox->run_as(); run_as && r.sandbox->enabled()) {
     // The unprivileged uid must be able to write the home it works in. Only the home itself
     // changes owner: what the files service (root) wrote below it stays root's.
+    UniqueFd home = home_jail.open("/", O_RDONLY | O_DIRECTORY);
     struct stat st {};
-    if (::fstat(home.fd, &st) == 0 && (st.st_uid != run_as->uid || st.st_gid != run_as->gid))
-      (void)::fchown(home.fd, run_as->uid, run_as->gid);
+    if (::fstat(home.get(), &st) == 0 && (st.st_uid != run_as->uid || st.st_gid != run_as->gid))
+      (void)::fchown(home.get(), run_as->uid, run_as->gid);
   }
   auto argv = r.sandbox->wrap(r.launch.program, r.launch.args, r.where);
   // The launcher calls notify_fork on the context it is given, in the parent and the child.
@@ -139,7 +121,7 @@ pid_t spawn(const SpawnRequest& r) {
   std::vector<std::string> args(argv.begin() + 1, argv.end());
   auto process = launcher(launch_context.get_executor(), ec, argv.front(), args,
                           bp::process_stdio{r.in_fd, r.out_fd, r.err_fd},
-                          ChildSetup{cwd.fd, r.limits, r.max_file_bytes});
+                          ChildSetup{cwd.get(), r.limits, r.max_file_bytes});
   if (ec) {
     const auto& name = r.launch.name;
     if (ec.value() == ENOENT || ec.value() == EACCES)
@@ -306,13 +288,13 @@ void CommandService::probe_sandbox() {
   std::string why;
   try {
     auto [err_r, err_w] = make_pipe();
-    Fd null_in(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-    Fd null_out(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+    UniqueFd null_in(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    UniqueFd null_out(::open("/dev/null", O_WRONLY | O_CLOEXEC));
     Launch launch{policy_.find_program("true"), {}, "true", false};
-    SpawnRequest probe{&sandbox_, launch, {home, "probe", ""}, {"PATH=" + policy_.path_variable()},
-                       child_limits_, ~std::uint64_t{0}, null_in.fd, null_out.fd, err_w.fd};
+    SpawnRequest probe{&sandbox_, launch, {home, "probe", "/"}, {"PATH=" + policy_.path_variable()},
+                       child_limits_, ~std::uint64_t{0}, null_in.get(), null_out.get(), err_w.get()};
     pid_t pid = spawn(probe);
-    err_w.reset();
+    err_w = UniqueFd();
     int status = 0;
     // bwrap needs a few milliseconds; a host that hangs it gets 10 s before we give up.
     for (int waited_ms = 0;; waited_ms += 10) {
@@ -327,7 +309,7 @@ void CommandService::probe_sandbox() {
       ::usleep(10000);
     }
     std::string err(4096, '\0');
-    auto n = ::read(err_r.fd, err.data(), err.size());
+    auto n = ::read(err_r.get(), err.data(), err.size());
     err.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
     while (!err.empty() && err.back() == '\n') err.pop_back();
     if (why.empty() && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
@@ -431,10 +413,10 @@ awaitable<Outcome> CommandService::run(Call& call) {
   auto& state = call.session().state<CommandSessionState>();
   auto [out_r, out_w] = make_pipe();
   auto [err_r, err_w] = make_pipe();
-  Fd in_r, in_w;
+  UniqueFd in_r, in_w;
   if (input.empty()) {
-    in_r = Fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-    if (in_r.fd < 0) throw Error(errc::internal, "cannot open /dev/null");
+    in_r = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (!in_r) throw Error(errc::internal, "cannot open /dev/null");
   } else {
     std::tie(in_r, in_w) = make_pipe();
   }
@@ -446,9 +428,9 @@ awaitable<Outcome> CommandService::run(Call& call) {
                              {},
                              child_limits_,
                              max_file_bytes,
-                             in_r.fd,
-                             out_w.fd,
-                             err_w.fd};
+                             in_r.get(),
+                             out_w.get(),
+                             err_w.get()};
   spawn_request.env = {"PATH=" + policy_.path_variable(),
                        "HOME=" + sandbox_.inner_home(where),
                        "USER=" + who.user,
@@ -464,9 +446,9 @@ awaitable<Outcome> CommandService::run(Call& call) {
   pid_t pid = co_await offload(blocking_, std::move(op));
   GroupKiller killer{pid};
   // Our copies of the child's ends must go, or the pipes never report EOF.
-  out_w.reset();
-  err_w.reset();
-  in_r.reset();
+  out_w = UniqueFd();
+  err_w = UniqueFd();
+  in_r = UniqueFd();
   log::debug("session {}: command '{}' started as pid {}", call.session().id(), launch.name, pid);
 
   auto executor = call.executor();
@@ -474,7 +456,7 @@ awaitable<Outcome> CommandService::run(Call& call) {
   asio::readable_pipe out_pipe(executor, out_r.release());
   asio::readable_pipe err_pipe(executor, err_r.release());
   std::optional<asio::writable_pipe> in_pipe;
-  if (in_w.fd >= 0) in_pipe.emplace(executor, in_w.release());
+  if (in_w) in_pipe.emplace(executor, in_w.release());
 
   RunState rs{max_output_bytes_, 0, false, false, 0, pid};
   bool timed_out = false;
@@ -552,16 +534,18 @@ awaitable<Outcome> CommandService::cd(Call& call) {
   auto path = call.get<std::string>("path");
   const auto who = identity(call);
   auto& state = call.session().state<CommandSessionState>();
-  std::string rel = jail_join(state.cwd, path);
-  auto op1 = [home = who.home, rel] { ::close(open_jailed_dir(home, rel)); };
-  co_await offload(blocking_, std::move(op1));
-  state.cwd = rel;
-  co_return Outcome::ok({{"cwd", "/" + rel}});
+  std::string target = jail::normalize(state.cwd, path);
+  auto check = [home = who.home.string(), target] {
+    jail::Jail(home).open(target, O_PATH | O_DIRECTORY);
+  };
+  co_await offload(blocking_, std::move(check));
+  state.cwd = target;
+  co_return Outcome::ok({{"cwd", target}});
 }
 
 awaitable<Outcome> CommandService::pwd(Call& call) {
   identity(call);
-  co_return Outcome::ok({{"cwd", "/" + call.session().state<CommandSessionState>().cwd}});
+  co_return Outcome::ok({{"cwd", call.session().state<CommandSessionState>().cwd}});
 }
 
 }  // namespace coserve::command

@@ -67,7 +67,7 @@ std::string Sandbox::inner_home(const SandboxedRun& run) const {
 
 std::string Sandbox::inner_cwd(const SandboxedRun& run) const {
   auto home = inner_home(run);
-  return run.cwd.empty() ? home : home + "/" + run.cwd;
+  return run.cwd == "/" ? home : home + run.cwd;
 }
 
 std::vector<std::string> Sandbox::wrap(const std::filesystem::path& program,

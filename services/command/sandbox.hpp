@@ -60,7 +60,7 @@ struct SandboxSettings {
 struct SandboxedRun {
   std::filesystem::path home;  // on the host
   std::string user;            // the home appears at /home/<user>
-  std::string cwd;             // home-relative, "" = the home itself
+  std::string cwd = "/";       // a virtual path inside the home ("/" = the home itself)
 };
 
 class Sandbox {

@@ -67,19 +67,19 @@ std::optional<struct stat> lstat_at(int dir, const std::string& name, const std:
   struct stat st {};
   if (::fstatat(dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) return st;
   if (errno == ENOENT) return std::nullopt;
-  throw_errno(errno, shown);
+  jail::throw_errno(errno, shown);
 }
 
 void fsync_dir(int dir, const std::string& shown) {
-  UniqueFd fd(::openat(dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd || ::fsync(fd.get()) != 0) throw_errno(errno, shown);
+  jail::UniqueFd fd(::openat(dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd || ::fsync(fd.get()) != 0) jail::throw_errno(errno, shown);
 }
 
 void write_all_at(int fd, std::string_view data, std::uint64_t offset, const std::string& shown) {
   while (!data.empty()) {
     auto n = ::pwrite(fd, data.data(), data.size(), static_cast<off_t>(offset));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw_errno(errno, shown);
+    if (n < 0) jail::throw_errno(errno, shown);
     data.remove_prefix(static_cast<std::size_t>(n));
     offset += static_cast<std::uint64_t>(n);
   }
@@ -94,7 +94,7 @@ std::size_t read_into(int fd, char* out, std::size_t max, std::uint64_t offset, 
     const auto want = sha ? std::min(kSliceBytes, max - got) : max - got;
     auto n = ::pread(fd, out + got, want, static_cast<off_t>(offset + got));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw_errno(errno, shown);
+    if (n < 0) jail::throw_errno(errno, shown);
     if (n == 0) break;
     if (sha) sha->update(std::string_view(out + got, static_cast<std::size_t>(n)));
     got += static_cast<std::size_t>(n);
@@ -128,29 +128,29 @@ Freed remove_tree(int dir, const std::string& name, const std::string& shown) {
   auto st = lstat_at(dir, name, shown);
   if (!st) return freed;
   if (!S_ISDIR(st->st_mode)) {
-    if (::unlinkat(dir, name.c_str(), 0) != 0) throw_errno(errno, shown);
+    if (::unlinkat(dir, name.c_str(), 0) != 0) jail::throw_errno(errno, shown);
     return Freed{S_ISREG(st->st_mode) ? static_cast<std::uint64_t>(st->st_size) : 0, 1};
   }
-  UniqueFd root(::openat(dir, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (!root) throw_errno(errno, shown);
+  jail::UniqueFd root(::openat(dir, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!root) jail::throw_errno(errno, shown);
   walk_tree(
       root.get(),
       [&](int at, const char* child, const struct stat& cst, std::size_t) {
         if (S_ISDIR(cst.st_mode)) return WalkStep::next;  // emptied, then removed on leaving
         if (::unlinkat(at, child, 0) != 0) {
           if (errno == ENOENT) return WalkStep::next;
-          throw_errno(errno, shown);
+          jail::throw_errno(errno, shown);
         }
         if (S_ISREG(cst.st_mode)) freed.bytes += static_cast<std::uint64_t>(cst.st_size);
         ++freed.inodes;
         return WalkStep::next;
       },
       [&](int parent, const std::string& child) {
-        if (::unlinkat(parent, child.c_str(), AT_REMOVEDIR) != 0) throw_errno(errno, shown);
+        if (::unlinkat(parent, child.c_str(), AT_REMOVEDIR) != 0) jail::throw_errno(errno, shown);
         ++freed.inodes;
       });
-  root = UniqueFd();
-  if (::unlinkat(dir, name.c_str(), AT_REMOVEDIR) != 0) throw_errno(errno, shown);
+  root = jail::UniqueFd();
+  if (::unlinkat(dir, name.c_str(), AT_REMOVEDIR) != 0) jail::throw_errno(errno, shown);
   ++freed.inodes;
   return freed;
 }
@@ -159,8 +159,8 @@ Freed remove_tree(int dir, const std::string& name, const std::string& shown) {
 // `stop_above` + 1 as soon as something is deeper than `stop_above`.
 std::size_t tree_height(int dir, const std::string& name, std::size_t stop_above,
                         const std::string& shown) {
-  UniqueFd root(::openat(dir, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (!root) throw_errno(errno, shown);
+  jail::UniqueFd root(::openat(dir, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!root) jail::throw_errno(errno, shown);
   std::size_t height = 0;
   walk_tree(root.get(), [&](int, const char*, const struct stat&, std::size_t depth) {
     height = std::max(height, depth);
@@ -172,14 +172,14 @@ std::size_t tree_height(int dir, const std::string& name, std::size_t stop_above
 }  // namespace
 
 std::string partial_name_for(const std::string& leaf) {
-  return std::string(kPartialPrefix) + sha256_hex(leaf).substr(0, 32) +
-         std::string(kPartialDataSuffix);
+  return std::string(jail::kPartialPrefix) + sha256_hex(leaf).substr(0, 32) +
+         std::string(jail::kPartialDataSuffix);
 }
 
-EntryInfo stat_path(const Jail& jail, const std::string& path) {
+EntryInfo stat_path(const jail::Jail& jail, const std::string& path) {
   struct stat st {};
   if (path == "/") {
-    if (::fstat(jail.home_fd(), &st) != 0) throw_errno(errno, path);
+    if (::fstat(jail.home_fd(), &st) != 0) jail::throw_errno(errno, path);
     return info_from("/", st);
   }
   auto [dir, leaf] = jail.open_parent(path);
@@ -188,16 +188,16 @@ EntryInfo stat_path(const Jail& jail, const std::string& path) {
   return info_from(leaf, *found);
 }
 
-std::vector<EntryInfo> list_dir(const Jail& jail, const std::string& path, std::size_t max_entries,
+std::vector<EntryInfo> list_dir(const jail::Jail& jail, const std::string& path, std::size_t max_entries,
                                 bool& truncated) {
-  UniqueFd fd = jail.open(path, O_RDONLY | O_DIRECTORY);
+  jail::UniqueFd fd = jail.open(path, O_RDONLY | O_DIRECTORY);
   DIR* listing = ::fdopendir(fd.get());
-  if (!listing) throw_errno(errno, path);
+  if (!listing) jail::throw_errno(errno, path);
   fd.release();  // owned by `listing` now
   std::vector<EntryInfo> entries;
   while (auto* entry = ::readdir(listing)) {
     std::string name = entry->d_name;
-    if (name == "." || name == ".." || is_reserved_name(name)) continue;
+    if (name == "." || name == ".." || jail::is_reserved_name(name)) continue;
     struct stat st {};
     if (::fstatat(::dirfd(listing), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
     entries.push_back(info_from(std::move(name), st));
@@ -210,11 +210,11 @@ std::vector<EntryInfo> list_dir(const Jail& jail, const std::string& path, std::
   return entries;
 }
 
-void require_directory(const Jail& jail, const std::string& path) {
+void require_directory(const jail::Jail& jail, const std::string& path) {
   jail.open(path, O_PATH | O_DIRECTORY);
 }
 
-std::uint64_t make_dir(const Jail& jail, const std::string& path, bool parents,
+std::uint64_t make_dir(const jail::Jail& jail, const std::string& path, bool parents,
                        const InodeBudget& budget) {
   // One directory, counted against the inode limit first; false: it was there already.
   auto make_one = [&](int dir, const std::string& leaf, const std::string& shown) {
@@ -224,7 +224,7 @@ std::uint64_t make_dir(const Jail& jail, const std::string& path, bool parents,
     if (::mkdirat(dir, leaf.c_str(), 0755) == 0) return true;
     const int err = errno;
     if (budget.give_back) budget.give_back();
-    if (err != EEXIST || !parents) throw_errno(err, shown);
+    if (err != EEXIST || !parents) jail::throw_errno(err, shown);
     return false;
   };
   if (path == "/") {
@@ -259,20 +259,20 @@ std::uint64_t make_dir(const Jail& jail, const std::string& path, bool parents,
   }
 }
 
-Freed remove_path(const Jail& jail, const std::string& path, bool recursive) {
+Freed remove_path(const jail::Jail& jail, const std::string& path, bool recursive) {
   auto [dir, leaf] = jail.open_parent(path);
   auto st = lstat_at(dir.get(), leaf, path);
   if (!st) throw Error(errc::not_found, path + ": no such file or directory");
   if (S_ISDIR(st->st_mode)) {
     if (recursive) return remove_tree(dir.get(), leaf, path);
-    if (::unlinkat(dir.get(), leaf.c_str(), AT_REMOVEDIR) != 0) throw_errno(errno, path);
+    if (::unlinkat(dir.get(), leaf.c_str(), AT_REMOVEDIR) != 0) jail::throw_errno(errno, path);
     return Freed{0, 1};
   }
-  if (::unlinkat(dir.get(), leaf.c_str(), 0) != 0) throw_errno(errno, path);
+  if (::unlinkat(dir.get(), leaf.c_str(), 0) != 0) jail::throw_errno(errno, path);
   return Freed{S_ISREG(st->st_mode) ? static_cast<std::uint64_t>(st->st_size) : 0, 1};
 }
 
-Freed move_path(const Jail& jail, const std::string& from, const std::string& to, bool overwrite,
+Freed move_path(const jail::Jail& jail, const std::string& from, const std::string& to, bool overwrite,
                 std::size_t max_depth) {
   auto [from_dir, from_leaf] = jail.open_parent(from);
   auto [to_dir, to_leaf] = jail.open_parent(to);
@@ -281,7 +281,7 @@ Freed move_path(const Jail& jail, const std::string& from, const std::string& to
   if (max_depth != 0) {
     // A directory carries its subtree along: two trees at the limit, one moved into the other,
     // would double the depth with each mv.
-    const std::size_t at = depth_of(to);
+    const std::size_t at = jail::depth_of(to);
     const std::size_t below =
         at > max_depth || !S_ISDIR(source->st_mode)
             ? 0
@@ -298,11 +298,11 @@ Freed move_path(const Jail& jail, const std::string& from, const std::string& to
   }
   if (::renameat2(from_dir.get(), from_leaf.c_str(), to_dir.get(), to_leaf.c_str(),
                   overwrite ? 0 : RENAME_NOREPLACE) != 0)
-    throw_errno(errno, from + " → " + to);
+    jail::throw_errno(errno, from + " → " + to);
   return from == to ? Freed{} : replaced;
 }
 
-Digest hash_file(const Jail& jail, const std::string& path) {
+Digest hash_file(const jail::Jail& jail, const std::string& path) {
   FileReader reader(jail, path, 0);
   if (!reader.digest_cached()) {
     // Hashing all of it: one buffer that fits in the cache, no string per chunk.
@@ -321,11 +321,11 @@ Digest hash_file(const Jail& jail, const std::string& path) {
   return reader.finish();
 }
 
-FileReader::FileReader(const Jail& jail, const std::string& path, std::uint64_t offset) {
+FileReader::FileReader(const jail::Jail& jail, const std::string& path, std::uint64_t offset) {
   // O_NONBLOCK: opening a FIFO someone planted must not hang a pool thread.
   fd_ = jail.open(path, O_RDONLY | O_NONBLOCK);
   struct stat st {};
-  if (::fstat(fd_.get(), &st) != 0) throw_errno(errno, path);
+  if (::fstat(fd_.get(), &st) != 0) jail::throw_errno(errno, path);
   if (!S_ISREG(st.st_mode)) throw Error(errc::bad_request, path + ": not a regular file");
   size_ = static_cast<std::uint64_t>(st.st_size);
   if (offset > size_) throw Error(errc::bad_request, "offset is past the end of the file");
@@ -369,13 +369,13 @@ Digest FileReader::finish() {
 
 // --- PartialUpload ----------------------------------------------------------------------------
 
-PartialUpload::PartialUpload(const Jail& jail, const std::string& path, std::uint64_t size,
+PartialUpload::PartialUpload(const jail::Jail& jail, const std::string& path, std::uint64_t size,
                              std::string sha256, bool overwrite, std::uint64_t& freed,
                              ActivePartials* active)
     : size_(size), sha256_(std::move(sha256)), overwrite_(overwrite), active_(active) {
   std::tie(dir_, leaf_) = jail.open_parent(path);
   partial_ = partial_name_for(leaf_);
-  meta_ = partial_.substr(0, partial_.size() - kPartialDataSuffix.size()) + ".meta";
+  meta_ = partial_.substr(0, partial_.size() - jail::kPartialDataSuffix.size()) + ".meta";
   if (auto target = lstat_at(dir_.get(), leaf_, path)) {
     if (S_ISDIR(target->st_mode)) throw Error(errc::bad_request, path + ": is a directory");
     if (!overwrite_) throw Error(errc::exists, path + ": already exists");
@@ -384,9 +384,9 @@ PartialUpload::PartialUpload(const Jail& jail, const std::string& path, std::uin
 
   // Opens (and, with an ActivePartials, claims) the partial data file.
   auto open_partial = [&](int flags, unsigned mode) {
-    if (!active_) return UniqueFd(::openat(dir_.get(), partial_.c_str(), flags, mode));
+    if (!active_) return jail::UniqueFd(::openat(dir_.get(), partial_.c_str(), flags, mode));
     claim_.reset();
-    UniqueFd fd = active_->open_claimed(dir_.get(), partial_, flags, mode, claim_.key, path);
+    jail::UniqueFd fd = active_->open_claimed(dir_.get(), partial_, flags, mode, claim_.key, path);
     if (fd) claim_.active = active_;
     return fd;
   };
@@ -394,7 +394,7 @@ PartialUpload::PartialUpload(const Jail& jail, const std::string& path, std::uin
   // Resume only when the metadata names the same file (name, size, digest) and the partial is
   // not longer than the announced size.
   bool matches = false;
-  if (UniqueFd meta{::openat(dir_.get(), meta_.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC)}) {
+  if (jail::UniqueFd meta{::openat(dir_.get(), meta_.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC)}) {
     std::string text = read_at(meta.get(), 4096, 0, path);
     meta_bytes_ = text.size();
     auto doc = nlohmann::json::parse(text, nullptr, false);
@@ -411,7 +411,7 @@ PartialUpload::PartialUpload(const Jail& jail, const std::string& path, std::uin
       resumed_ = true;
       return;
     }
-    fd_ = UniqueFd();
+    fd_ = jail::UniqueFd();
     claim_.reset();
   }
 
@@ -428,7 +428,7 @@ PartialUpload::PartialUpload(const Jail& jail, const std::string& path, std::uin
     if (::unlinkat(dir_.get(), partial_.c_str(), 0) == 0)
       ++inodes_removed_;
     else if (errno != ENOENT)
-      throw_errno(errno, path);
+      jail::throw_errno(errno, path);
   }
   if (auto old_meta = lstat_at(dir_.get(), meta_, path);
       old_meta && ::unlinkat(dir_.get(), meta_.c_str(), 0) == 0) {
@@ -436,20 +436,20 @@ PartialUpload::PartialUpload(const Jail& jail, const std::string& path, std::uin
     ++inodes_removed_;
   }
   fd_ = open_partial(O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-  if (!fd_) throw_errno(errno, path);
+  if (!fd_) jail::throw_errno(errno, path);
 
   // The metadata goes in durably (temp + fsync + rename) so a crash never leaves a half one.
   std::string tmp = meta_ + ".tmp";
   std::string text =
       nlohmann::json{{"name", leaf_}, {"size", size_}, {"sha256", sha256_}}.dump() + "\n";
   {
-    UniqueFd out(::openat(dir_.get(), tmp.c_str(),
+    jail::UniqueFd out(::openat(dir_.get(), tmp.c_str(),
                           O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644));
-    if (!out) throw_errno(errno, path);
+    if (!out) jail::throw_errno(errno, path);
     write_all_at(out.get(), text, 0, path);
-    if (::fsync(out.get()) != 0) throw_errno(errno, path);
+    if (::fsync(out.get()) != 0) jail::throw_errno(errno, path);
   }
-  if (::renameat(dir_.get(), tmp.c_str(), dir_.get(), meta_.c_str()) != 0) throw_errno(errno, path);
+  if (::renameat(dir_.get(), tmp.c_str(), dir_.get(), meta_.c_str()) != 0) jail::throw_errno(errno, path);
   meta_bytes_ = text.size();
   fsync_dir(dir_.get(), path);
 }
@@ -477,7 +477,7 @@ PartialUpload::Result PartialUpload::finish(
     const std::function<bool(std::uint64_t replaced)>& may_replace) {
   Result result;
   const std::string& expected = sha256_.empty() ? sha256_at_end : sha256_;
-  if (::fsync(fd_.get()) != 0) throw_errno(errno, leaf_);
+  if (::fsync(fd_.get()) != 0) jail::throw_errno(errno, leaf_);
   result.actual_sha256 = sha_.hex_final();
   if (expected.empty() || result.actual_sha256 != expected) {
     auto gone = discard();
@@ -516,7 +516,7 @@ PartialUpload::Result PartialUpload::finish(
                     overwrite_ ? 0 : RENAME_NOREPLACE) != 0)
       rename_error = errno;
   });
-  if (rename_error != 0) throw_errno(rename_error, leaf_);
+  if (rename_error != 0) jail::throw_errno(rename_error, leaf_);
   // The metadata goes after the rename: a crash in between leaves a stray metadata file, which
   // a later put ignores because no partial goes with it.
   ::unlinkat(dir_.get(), meta_.c_str(), 0);
@@ -537,19 +537,19 @@ Freed PartialUpload::discard() {
     gone.bytes += meta_bytes_;
     ++gone.inodes;
   }
-  fd_ = UniqueFd();
+  fd_ = jail::UniqueFd();
   return gone;
 }
 
 // --- ActivePartials and the sweep of abandoned uploads ------------------------------------------
 
-UniqueFd ActivePartials::open_claimed(int dir, const std::string& name, int flags, unsigned mode,
+jail::UniqueFd ActivePartials::open_claimed(int dir, const std::string& name, int flags, unsigned mode,
                                       Key& key, const std::string& shown) {
   std::lock_guard lock(mutex_);
-  UniqueFd fd(::openat(dir, name.c_str(), flags, mode));
+  jail::UniqueFd fd(::openat(dir, name.c_str(), flags, mode));
   if (!fd) return fd;
   struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) throw_errno(errno, shown);
+  if (::fstat(fd.get(), &st) != 0) jail::throw_errno(errno, shown);
   Key k{st.st_dev, st.st_ino};
   if (!claimed_.insert(k).second)
     throw Error(errc::busy, shown + ": another upload to this file is in progress");
@@ -617,20 +617,20 @@ void sweep_dir(int dir, Sweep& sweep, int depth) {
   }
   const int fd = ::dirfd(listing);
   for (const auto& name : names) {
-    if (name.starts_with(kPartialPrefix)) {
-      if (name.ends_with(kPartialDataSuffix)) {
+    if (name.starts_with(jail::kPartialPrefix)) {
+      if (name.ends_with(jail::kPartialDataSuffix)) {
         auto gone = sweep.active.remove_unless_claimed(
             fd, name, [&](const struct stat& st) { return abandoned(st, sweep.cutoff); });
         if (gone.removed) {
           sweep.freed.bytes += gone.bytes;
           ++sweep.freed.inodes;
-          std::string meta = name.substr(0, name.size() - kPartialDataSuffix.size()) + ".meta";
+          std::string meta = name.substr(0, name.size() - jail::kPartialDataSuffix.size()) + ".meta";
           unlink_counted(fd, meta, sweep.freed);
           unlink_counted(fd, meta + ".tmp", sweep.freed);
         }
       } else if (auto dot = name.find(".meta"); dot != std::string::npos) {
         // Metadata whose data is gone (a crash between the two): old enough, it goes too.
-        std::string data = name.substr(0, dot) + std::string(kPartialDataSuffix);
+        std::string data = name.substr(0, dot) + std::string(jail::kPartialDataSuffix);
         struct stat st {};
         if (::fstatat(fd, data.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT &&
             ::fstatat(fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&

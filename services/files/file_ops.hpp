@@ -17,7 +17,7 @@
 #include <utility>
 #include <vector>
 
-#include "files/path_jail.hpp"
+#include "jail/path_jail.hpp"
 #include "files/sha256.hpp"
 
 namespace coserve::files {
@@ -43,30 +43,30 @@ struct InodeBudget {
 };
 
 // lstat-like: a symlink is reported as one, not followed.
-EntryInfo stat_path(const Jail& jail, const std::string& path);
+EntryInfo stat_path(const jail::Jail& jail, const std::string& path);
 // Entries sorted by name, hidden upload files left out; at most `max_entries` (then truncated).
-std::vector<EntryInfo> list_dir(const Jail& jail, const std::string& path, std::size_t max_entries,
+std::vector<EntryInfo> list_dir(const jail::Jail& jail, const std::string& path, std::size_t max_entries,
                                 bool& truncated);
 // Throws not_found unless `path` is a directory (cd).
-void require_directory(const Jail& jail, const std::string& path);
+void require_directory(const jail::Jail& jail, const std::string& path);
 // Returns the number of directories created.
-std::uint64_t make_dir(const Jail& jail, const std::string& path, bool parents,
+std::uint64_t make_dir(const jail::Jail& jail, const std::string& path, bool parents,
                        const InodeBudget& budget = {});
 // A file, a symlink, or an empty directory; a whole tree when `recursive`, walked iteratively
 // with a bounded number of descriptors (tree_walk.hpp), so a tree of any depth goes. Returns
 // what was removed (for the quota ledger).
-Freed remove_path(const Jail& jail, const std::string& path, bool recursive);
+Freed remove_path(const jail::Jail& jail, const std::string& path, bool recursive);
 // Rename; refuses to replace an existing target unless `overwrite`. With `max_depth` (0: none),
 // refuses with bad_request a move that would put anything deeper than `max_depth` components
 // (a directory's subtree counts). Returns the replaced target.
-Freed move_path(const Jail& jail, const std::string& from, const std::string& to, bool overwrite,
+Freed move_path(const jail::Jail& jail, const std::string& from, const std::string& to, bool overwrite,
                 std::size_t max_depth = 0);
 
 struct Digest {
   std::uint64_t size = 0;
   std::string sha256;
 };
-Digest hash_file(const Jail& jail, const std::string& path);
+Digest hash_file(const jail::Jail& jail, const std::string& path);
 
 // Reads a regular file in chunks for `get`, hashing everything from byte 0 so the final digest
 // covers the whole file even when the download started at an offset. A file stored by `put`
@@ -75,7 +75,7 @@ Digest hash_file(const Jail& jail, const std::string& path);
 class FileReader {
  public:
   // Opens the file and hashes [0, offset). Throws bad_request past the end or for non-files.
-  FileReader(const Jail& jail, const std::string& path, std::uint64_t offset);
+  FileReader(const jail::Jail& jail, const std::string& path, std::uint64_t offset);
   // The next chunk of at most `max_bytes`; empty at the end.
   std::string read(std::size_t max_bytes);
   // For sendfile instead of read(), only when digest_cached() (nothing to hash): moves past the
@@ -90,7 +90,7 @@ class FileReader {
   bool digest_cached() const noexcept { return !cached_sha256_.empty(); }
 
  private:
-  UniqueFd fd_;
+  jail::UniqueFd fd_;
   std::uint64_t size_ = 0;
   std::uint64_t position_ = 0;
   std::string cached_sha256_;
@@ -107,7 +107,7 @@ class ActivePartials {
  public:
   using Key = std::pair<dev_t, ino_t>;
   // openat(dir, name, flags, mode) and claims the file; throws busy if an upload has it.
-  UniqueFd open_claimed(int dir, const std::string& name, int flags, unsigned mode, Key& key,
+  jail::UniqueFd open_claimed(int dir, const std::string& name, int flags, unsigned mode, Key& key,
                         const std::string& shown);
   void release(const Key& key);
   // Runs `step` (the unlink or rename that ends the claimed file's name) and drops the claim
@@ -151,7 +151,7 @@ class PartialUpload {
   // replaces any old partial (its bytes, metadata included, are added to `freed`). Throws exists
   // when the target exists and !overwrite, bad_request when the target is a directory, busy when
   // another upload has the partial open. `active` (may be null in unit tests) records the partial as in use.
-  PartialUpload(const Jail& jail, const std::string& path, std::uint64_t size, std::string sha256,
+  PartialUpload(const jail::Jail& jail, const std::string& path, std::uint64_t size, std::string sha256,
                 bool overwrite, std::uint64_t& freed, ActivePartials* active = nullptr);
   ~PartialUpload();
   PartialUpload(const PartialUpload&) = delete;
@@ -191,11 +191,11 @@ class PartialUpload {
   Freed discard();
 
  private:
-  UniqueFd dir_;
+  jail::UniqueFd dir_;
   std::string leaf_;
   std::string partial_;
   std::string meta_;
-  UniqueFd fd_;
+  jail::UniqueFd fd_;
   std::uint64_t size_ = 0;
   std::uint64_t offset_ = 0;
   std::string sha256_;

@@ -16,7 +16,7 @@ namespace coserve::files {
 // Per session: whose jail is open and where they are in it.
 struct FilesSession {
   std::string user;
-  std::shared_ptr<const Jail> jail;
+  std::shared_ptr<const jail::Jail> jail;
   std::string cwd = "/";
   std::uint64_t quota = 0;
 };
@@ -73,8 +73,8 @@ FilesService::FilesService(ServiceContext& ctx)
     : runtime_(ctx.runtime),
       data_dir_(ctx.config.data_dir),
       auth_(dynamic_cast<auth::AuthService*>(ctx.dispatcher.find("auth"))),
-      resolver_mode_(ctx.settings.value("resolver", "auto") == "fallback" ? Jail::Mode::fallback
-                                                                          : Jail::Mode::automatic),
+      resolver_mode_(ctx.settings.value("resolver", "auto") == "fallback" ? jail::Jail::Mode::fallback
+                                                                          : jail::Jail::Mode::automatic),
       // At most the protocol's largest body (1 MiB), which every client accepts. The largest is
       // the default: each chunk costs a hop to the blocking pool and back on both ends, and
       // 1 MiB chunks made the `files` benchmark's get faster than 256 KiB ones did.
@@ -167,7 +167,7 @@ std::optional<FilesService::Home> FilesService::locate(const std::string& user) 
 }
 
 void FilesService::check_depth(const std::string& path) const {
-  if (max_depth_ != 0 && depth_of(path) > max_depth_)
+  if (max_depth_ != 0 && jail::depth_of(path) > max_depth_)
     throw Error(errc::bad_request, path + ": more than " + std::to_string(max_depth_) +
                                        " levels deep (services.files.max_depth)");
 }
@@ -203,7 +203,7 @@ awaitable<FilesSession*> FilesService::enter(Call& call) {
   if (state.user != name || !state.jail) {
     // A new login on this session: a fresh jail, back at "/".
     auto open_jail = [home, mode = resolver_mode_] {
-      return std::make_shared<const Jail>(home.string(), mode);
+      return std::make_shared<const jail::Jail>(home.string(), mode);
     };
     auto jail = co_await offload(runtime_.blocking(), std::move(open_jail));
     state.jail = std::move(jail);
@@ -221,7 +221,7 @@ awaitable<FilesSession*> FilesService::enter(Call& call) {
 
 std::string FilesService::path_field(Call& call, FilesSession& session,
                                      std::string_view field) const {
-  return normalize(session.cwd, call.get<std::string>(field));
+  return jail::normalize(session.cwd, call.get<std::string>(field));
 }
 
 awaitable<Outcome> FilesService::pwd(Call& call) {
@@ -240,7 +240,7 @@ awaitable<Outcome> FilesService::cd(Call& call) {
 
 awaitable<Outcome> FilesService::ls(Call& call) {
   auto* s = co_await enter(call);
-  auto path = normalize(s->cwd, call.get_or<std::string>("path", "."));
+  auto path = jail::normalize(s->cwd, call.get_or<std::string>("path", "."));
   struct Listing {
     std::vector<EntryInfo> entries;
     bool truncated = false;

@@ -34,7 +34,7 @@
 #include "coserve/server.hpp"
 #include "coserve/service.hpp"
 #include "files/file_ops.hpp"
-#include "files/path_jail.hpp"
+#include "jail/path_jail.hpp"
 #include "files/quota_ledger.hpp"
 
 namespace coserve {
@@ -117,7 +117,7 @@ class FilesService final : public BasicService<FilesService> {
   Runtime& runtime_;
   std::filesystem::path data_dir_;
   auth::AuthService* auth_;  // null when the server has no auth service
-  Jail::Mode resolver_mode_;
+  jail::Jail::Mode resolver_mode_;
   std::size_t chunk_bytes_;
   std::uint64_t window_bytes_;
   std::size_t max_list_entries_;

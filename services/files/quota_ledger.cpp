@@ -6,7 +6,7 @@
 #include <algorithm>
 
 #include "coserve/error.hpp"
-#include "files/path_jail.hpp"
+#include "jail/path_jail.hpp"
 #include "files/tree_walk.hpp"
 
 namespace coserve::files {
@@ -31,7 +31,7 @@ void QuotaLedger::relearn(const std::string& user, DiskUsage on_disk) {
 
 QuotaLedger::DiskUsage QuotaLedger::scan(const std::filesystem::path& home) {
   DiskUsage total;
-  UniqueFd root(::open(home.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  jail::UniqueFd root(::open(home.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!root) return total;  // no home yet: nothing stored
   // recursive_directory_iterator held a descriptor and the full path per level: a tree 24 000
   // levels deep took it to gigabytes. The walk holds neither.

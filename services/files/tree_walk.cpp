@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "coserve/error.hpp"
-#include "files/path_jail.hpp"
+#include "jail/path_jail.hpp"
 
 namespace coserve::files {
 namespace {
@@ -51,12 +51,12 @@ bool list(int dir, Level& level, std::size_t depth, const WalkEntry& entry) {
 }  // namespace
 
 bool walk_tree(int root, const WalkEntry& entry, const WalkLeave& leave) {
-  UniqueFd current(::openat(root, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!current) throw_errno(errno, "/");
+  jail::UniqueFd current(::openat(root, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!current) jail::throw_errno(errno, "/");
   std::vector<Level> path(1);
   {
     struct stat st {};
-    if (::fstat(current.get(), &st) != 0) throw_errno(errno, "/");
+    if (::fstat(current.get(), &st) != 0) jail::throw_errno(errno, "/");
     path[0].dev = st.st_dev;
     path[0].ino = st.st_ino;
   }
@@ -66,7 +66,7 @@ bool walk_tree(int root, const WalkEntry& entry, const WalkLeave& leave) {
     if (!top.pending.empty()) {
       std::string name = std::move(top.pending.back());
       top.pending.pop_back();
-      UniqueFd child(
+      jail::UniqueFd child(
           ::openat(current.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
       if (!child) continue;  // gone, replaced by a symlink, or unreadable: nothing to walk
       struct stat st {};
@@ -82,7 +82,7 @@ bool walk_tree(int root, const WalkEntry& entry, const WalkLeave& leave) {
     }
     if (path.size() == 1) break;  // the root is done
     // Back up one level, and make sure it is the directory we came from.
-    UniqueFd parent(::openat(current.get(), "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    jail::UniqueFd parent(::openat(current.get(), "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     struct stat st {};
     const auto& above = path[path.size() - 2];
     if (!parent || ::fstat(parent.get(), &st) != 0 || st.st_dev != above.dev ||

@@ -15,7 +15,7 @@
 #include "auth/user_store.hpp"
 #include "coserve/error.hpp"
 #include "files/file_ops.hpp"
-#include "files/path_jail.hpp"
+#include "jail/path_jail.hpp"
 #include "files/quota_ledger.hpp"
 #include "files/tree_walk.hpp"
 #include "test_support.hpp"
@@ -36,27 +36,27 @@ errc code_of(const std::function<void()>& fn) {
 }
 }  // namespace
 
-TEST_CASE("normalize joins, folds and refuses", "[files][unit]") {
-  CHECK(normalize("/", "") == "/");
-  CHECK(normalize("/", ".") == "/");
-  CHECK(normalize("/docs", "a/b") == "/docs/a/b");
-  CHECK(normalize("/docs", "/a//b/") == "/a/b");
-  CHECK(normalize("/docs", "..") == "/");
-  CHECK(normalize("/docs", "../x/./y/..") == "/x");
-  CHECK(code_of([] { normalize("/", ".."); }) == errc::forbidden);
-  CHECK(code_of([] { normalize("/docs", "../.."); }) == errc::forbidden);
-  CHECK(code_of([] { normalize("/", "a/../../b"); }) == errc::forbidden);
-  CHECK(code_of([] { normalize("/", std::string("a\0b", 3)); }) == errc::bad_request);
-  CHECK(code_of([] { normalize("/", std::string(256, 'x')); }) == errc::bad_request);
-  CHECK(normalize("/", std::string(255, 'x')) == "/" + std::string(255, 'x'));
-  CHECK(code_of([] { normalize("/", std::string(4097, 'x')); }) == errc::bad_request);
-  CHECK(code_of([] { normalize("/", ".coserve-partial.abc"); }) == errc::forbidden);
-  CHECK(split_parent("/a/b") == std::pair<std::string, std::string>{"/a", "b"});
-  CHECK(split_parent("/a") == std::pair<std::string, std::string>{"/", "a"});
-  CHECK(code_of([] { split_parent("/"); }) == errc::forbidden);
+TEST_CASE("jail::normalize joins, folds and refuses", "[files][unit]") {
+  CHECK(jail::normalize("/", "") == "/");
+  CHECK(jail::normalize("/", ".") == "/");
+  CHECK(jail::normalize("/docs", "a/b") == "/docs/a/b");
+  CHECK(jail::normalize("/docs", "/a//b/") == "/a/b");
+  CHECK(jail::normalize("/docs", "..") == "/");
+  CHECK(jail::normalize("/docs", "../x/./y/..") == "/x");
+  CHECK(code_of([] { jail::normalize("/", ".."); }) == errc::forbidden);
+  CHECK(code_of([] { jail::normalize("/docs", "../.."); }) == errc::forbidden);
+  CHECK(code_of([] { jail::normalize("/", "a/../../b"); }) == errc::forbidden);
+  CHECK(code_of([] { jail::normalize("/", std::string("a\0b", 3)); }) == errc::bad_request);
+  CHECK(code_of([] { jail::normalize("/", std::string(256, 'x')); }) == errc::bad_request);
+  CHECK(jail::normalize("/", std::string(255, 'x')) == "/" + std::string(255, 'x'));
+  CHECK(code_of([] { jail::normalize("/", std::string(4097, 'x')); }) == errc::bad_request);
+  CHECK(code_of([] { jail::normalize("/", ".coserve-partial.abc"); }) == errc::forbidden);
+  CHECK(jail::split_parent("/a/b") == std::pair<std::string, std::string>{"/a", "b"});
+  CHECK(jail::split_parent("/a") == std::pair<std::string, std::string>{"/", "a"});
+  CHECK(code_of([] { jail::split_parent("/"); }) == errc::forbidden);
 }
 
-TEST_CASE("Jail refuses symlinks out with both resolvers", "[files][unit]") {
+TEST_CASE("jail::Jail refuses symlinks out with both resolvers", "[files][unit]") {
   test::TempDir dir;
   auto home = dir.path() / "home";
   fs::create_directories(home / "docs");
@@ -65,16 +65,16 @@ TEST_CASE("Jail refuses symlinks out with both resolvers", "[files][unit]") {
   fs::create_symlink("../secret", home / "out");
   fs::create_symlink("/etc/passwd", home / "abs");
   fs::create_symlink("docs/a.txt", home / "inside");
-  for (auto mode : {Jail::Mode::automatic, Jail::Mode::fallback}) {
-    Jail jail(home.string(), mode);
-    INFO("fallback " << (mode == Jail::Mode::fallback));
+  for (auto mode : {jail::Jail::Mode::automatic, jail::Jail::Mode::fallback}) {
+    jail::Jail jail(home.string(), mode);
+    INFO("fallback " << (mode == jail::Jail::Mode::fallback));
     CHECK(jail.open("/docs/a.txt", O_RDONLY));
     CHECK(jail.open("/", O_RDONLY | O_DIRECTORY));
     CHECK(code_of([&] { jail.open("/out", O_RDONLY); }) == errc::forbidden);
     auto abs = code_of([&] { jail.open("/abs", O_RDONLY); });
     CHECK((abs == errc::forbidden || abs == errc::not_found));
     CHECK(code_of([&] { jail.open("/missing", O_RDONLY); }) == errc::not_found);
-    if (mode == Jail::Mode::automatic) {
+    if (mode == jail::Jail::Mode::automatic) {
       CHECK(jail.uses_openat2());
       CHECK(jail.open("/inside", O_RDONLY));  // a symlink that stays inside is fine
     } else {
@@ -121,7 +121,7 @@ TEST_CASE("QuotaLedger never lets reservations exceed the limit", "[files][unit]
 
 TEST_CASE("PartialUpload resumes, verifies and hides its files", "[files][unit]") {
   test::TempDir dir;
-  Jail jail((dir.path() / "home").string());
+  jail::Jail jail((dir.path() / "home").string());
   std::string data = "0123456789";
   auto sha = sha256_hex(data);
   std::uint64_t freed = 0;
@@ -236,7 +236,7 @@ TEST_CASE("UserStore adds, verifies, survives a reload, and finds users", "[auth
 
 TEST_CASE("A stored file's digest is reused only while size and mtime match", "[files][unit]") {
   test::TempDir dir;
-  Jail jail((dir.path() / "home").string());
+  jail::Jail jail((dir.path() / "home").string());
   const std::string data(300000, 'x');
   std::uint64_t freed = 0;
   {
@@ -277,7 +277,7 @@ TEST_CASE("A stored file's digest is reused only while size and mtime match", "[
 TEST_CASE("sweep_partials deletes only abandoned partials nobody has open", "[files][unit]") {
   test::TempDir dir;
   const std::string home = (dir.path() / "home").string();
-  Jail jail(home);
+  jail::Jail jail(home);
   make_dir(jail, "/d", false);
   ActivePartials active;
   std::uint64_t freed = 0;
@@ -299,7 +299,7 @@ TEST_CASE("sweep_partials deletes only abandoned partials nobody has open", "[fi
   CHECK(sweep_partials(home, std::chrono::hours(1), active).bytes == 40 + old_meta);
   int partials = 0;
   for (auto& e : fs::recursive_directory_iterator(home))
-    if (e.path().filename().string().starts_with(kPartialPrefix)) ++partials;
+    if (e.path().filename().string().starts_with(jail::kPartialPrefix)) ++partials;
   CHECK(partials == 2);  // /open's data and metadata
   CHECK(fs::is_directory(fs::path(home) / "d"));
   const auto open_meta = open->meta_bytes();
@@ -379,7 +379,7 @@ TEST_CASE("A tree thousands of levels deep is scanned and removed with few descr
   test::TempDir dir;
   const std::string home = (dir.path() / "home").string();
   make_deep(home, 5000, 123);
-  Jail jail(home);
+  jail::Jail jail(home);
   {
     FewDescriptors few(64);  // a descriptor per level would need 5000
     auto usage = QuotaLedger::scan(home);
@@ -411,7 +411,7 @@ TEST_CASE("A tree thousands of levels deep is scanned and removed with few descr
 TEST_CASE("make_dir asks the inode budget before each directory it creates",
           "[files][unit][limits]") {
   test::TempDir dir;
-  Jail jail((dir.path() / "home").string());
+  jail::Jail jail((dir.path() / "home").string());
   int left = 3, given_back = 0;
   InodeBudget budget{[&] { return left > 0 ? (--left, true) : false; }, [&] { ++given_back; }};
   CHECK(make_dir(jail, "/a/b", true, budget) == 2);
@@ -423,7 +423,7 @@ TEST_CASE("make_dir asks the inode budget before each directory it creates",
                                                                    ++given_back;
                                                                  }}); }) == errc::exists);
   CHECK(given_back == 1);  // the refused mkdir of an existing name gave its inode back
-  CHECK(depth_of("/") == 0);
-  CHECK(depth_of("/a") == 1);
-  CHECK(depth_of("/a/b/c") == 3);
+  CHECK(jail::depth_of("/") == 0);
+  CHECK(jail::depth_of("/a") == 1);
+  CHECK(jail::depth_of("/a/b/c") == 3);
 }

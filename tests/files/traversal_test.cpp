@@ -1,5 +1,6 @@
 // The jail: a corpus of hostile paths, each tried with every op that takes a path, with the
-// kernel resolver (openat2) and with the fallback. Afterwards nothing outside the home was
+// kernel resolver (openat2) and with the fallback, and with `command.cd` (the command service
+// resolves its working directory with the same jail). Afterwards nothing outside the home was
 // changed and no reply carried a byte of it.
 #include <sys/stat.h>
 
@@ -153,12 +154,23 @@ void run_corpus(const std::string& resolver) {
           CHECK(!put.got_credit);
           CHECK(refused(error_of(put.reply)));
           checks += 2;
-          // The session's cwd never moved.
+          json command_cd = {{"service", "command"}, {"op", "cd"}, {"path", p}};
+          auto cd = co_await c->call(command_cd);
+          INFO(resolver << " command.cd " << p << " → " << cd.head.dump().substr(0, 300));
+          CHECK(refused(error_of(cd)));
+          // The session's cwds never moved.
           auto r1 = co_await files_call(*c, Req("pwd"));
           CHECK(r1.head["cwd"] == "/");
+          json command_pwd = {{"service", "command"}, {"op", "pwd"}};
+          auto r1c = co_await c->call(command_pwd);
+          CHECK(r1c.head["cwd"] == "/");
         }
         for (auto& p : leaf_links()) {
           co_await expect_refused("cd " + p, Req("cd").set("path", p));
+          json command_cd = {{"service", "command"}, {"op", "cd"}, {"path", p}};
+          auto cd = co_await c->call(command_cd);
+          INFO(resolver << " command.cd " << p << " → " << cd.head.dump().substr(0, 300));
+          CHECK(refused(error_of(cd)));
           co_await expect_refused("ls " + p, Req("ls").set("path", p));
           co_await expect_refused("hash " + p, Req("hash").set("path", p));
           auto got = co_await get_file(*c, p);

@@ -1,4 +1,4 @@
-#include "files/path_jail.hpp"
+#include "jail/path_jail.hpp"
 
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -14,7 +14,7 @@
 
 #include "coserve/error.hpp"
 
-namespace coserve::files {
+namespace coserve::jail {
 namespace {
 
 // Set once openat2 returned ENOSYS: the kernel (or a seccomp profile) will not change its mind.
@@ -203,4 +203,4 @@ UniqueFd Jail::open_walking(const std::string& relative, int flags, unsigned mod
   }
 }
 
-}  // namespace coserve::files
+}  // namespace coserve::jail

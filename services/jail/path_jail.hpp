@@ -1,5 +1,6 @@
 #pragma once
-// Keeps every path a client names inside one home directory.
+// Keeps every path a client names inside one home directory: the one jail of the services that
+// act on a user's files (files, and command's working directory), and the one owning fd type.
 //
 // Two steps. normalize() works on text only: it joins the client's path to the session's
 // virtual cwd (the user's "/" is their home, as a chrooted sftp shows it), folds "." and "..",
@@ -15,7 +16,7 @@
 #include <string_view>
 #include <utility>
 
-namespace coserve::files {
+namespace coserve::jail {
 
 // An owned file descriptor.
 class UniqueFd {
@@ -33,7 +34,8 @@ class UniqueFd {
   int fd_ = -1;
 };
 
-// Names of the hidden files an upload keeps next to its target. Never listed, never addressable.
+// Names of the hidden files the files service's uploads keep next to their target. Never listed,
+// never addressable through any service.
 inline constexpr std::string_view kPartialPrefix = ".coserve-partial.";
 inline constexpr std::string_view kPartialDataSuffix =
     ".data";  // the bytes; ".meta" describes them
@@ -81,4 +83,4 @@ class Jail {
 // forbidden, ...) and std::system_error for the rest (an `internal` error).
 [[noreturn]] void throw_errno(int err, std::string_view what);
 
-}  // namespace coserve::files
+}  // namespace coserve::jail
