@@ -417,7 +417,11 @@ void Session::run_inline(Frame request) {
 
 awaitable<void> Session::run_call(std::shared_ptr<detail::CallState> state, Frame request) {
   Outcome outcome;
-  {
+  if (state->cancelled) {
+    // Cancelled before this coroutine began (frames read in the same batch as the request):
+    // the signal found no handler in its slot then, so the handler would never see it.
+    outcome = Outcome::fail(errc::cancelled, "cancelled");
+  } else {
     Call call(*this, *state, std::move(request));
     outcome = co_await env_.dispatcher.dispatch(call);
   }
