@@ -25,6 +25,8 @@ class WebService final : public BasicService<WebService> {
   static constexpr auto ops() { return std::array{op("info", &WebService::info)}; }
   // services.web.* config keys and their defaults (docs in docs/protocol.md).
   static json defaults();
+  // The console, /ws, /healthz and /metrics.
+  static constexpr auto listeners() { return std::array{ListenerSpec{"http", "127.0.0.1:8080"}}; }
 
   explicit WebService(ServiceContext& ctx);
   ~WebService() override;

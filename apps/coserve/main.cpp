@@ -41,7 +41,7 @@ int main(int argc, char** argv) {
   if (argc > 1 && std::string_view(argv[1]) == "user")
     return coserve::auth::user_command(argc - 1, argv + 1);  // coserve user add|passwd|del|list
   coserve::Registry services;
-  services.add<coserve::auth::AuthService>();  // first: other services look it up
+  services.add<coserve::auth::AuthService>();
   services.add<coserve::echo::EchoService>();
   services.add<coserve::chat::ChatService>();
   services.add<coserve::command::CommandService>();

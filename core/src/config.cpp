@@ -18,12 +18,6 @@ const char* const kDefaults = R"json({
   },
   "listeners": {
     "framed": "127.0.0.1:7070",
-    "http": "127.0.0.1:8080",
-    "echo_tcp": "127.0.0.1:7001",
-    "echo_udp": "127.0.0.1:7001",
-    "echo_unix": "echo.sock",
-    "echo_unix_dgram": "echo.dgram",
-    "chat_line": "127.0.0.1:7002",
     "framed_tls": ""
   },
   "tls": {
@@ -48,7 +42,7 @@ const char* const kDefaults = R"json({
     "deny": []
   },
   "auth": {
-    "required": ["files", "command"]
+    "required": []
   },
   "services": {}
 })json";
@@ -148,6 +142,21 @@ void Config::add_defaults(std::string_view section, const json& defaults) {
   json& services = root_["services"];
   std::string name(section);
   if (!services.contains(name)) services[name] = defaults;
+}
+
+void Config::add_listener(std::string_view name, std::string_view default_address) {
+  json& listeners = root_["listeners"];
+  std::string key(name);
+  if (listeners.contains(key))
+    throw ConfigError("listener '" + key + "' is declared twice (listeners." + key + ")");
+  listeners[key] = std::string(default_address);
+}
+
+void Config::add_login_required(std::string_view service) {
+  json& required = root_["auth"]["required"];
+  for (auto& name : required)
+    if (name == service) return;
+  required.push_back(std::string(service));
 }
 
 const json& Config::at(std::string_view dotted) const { return lookup(root_, dotted); }

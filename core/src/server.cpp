@@ -30,8 +30,15 @@
 namespace coserve {
 
 void Registry::add_defaults(Config& config) const {
-  for (auto& entry : entries_)
+  for (auto& entry : entries_) {
     if (!entry.defaults.empty()) config.add_defaults(entry.name, entry.defaults);
+    for (auto& listener : entry.listeners) config.add_listener(listener.name, listener.default_address);
+    if (entry.login_required) config.add_login_required(entry.name);
+  }
+}
+
+Service* find_service(const Dispatcher& dispatcher, std::string_view name) {
+  return dispatcher.find(name);
 }
 
 namespace {
@@ -210,11 +217,14 @@ Server::Server(Config config, const Registry& registry)
   }
   auto& d = impl_->dispatcher;
   const json empty = json::object();
-  auto context_for = [&](const std::string& name) {
+  std::vector<std::function<void(const Dispatcher&)>> resolvers;
+  // `name` views a literal or the registry's entry, both outliving the context.
+  auto context_for = [&](std::string_view name) {
     auto& services = impl_->config.at("services");
-    const json& settings = services.contains(name) ? services.at(name) : empty;
-    return ServiceContext{impl_->config, impl_->runtime, impl_->metrics, d, impl_->connections,
-                          settings};
+    const std::string key(name);
+    const json& settings = services.contains(key) ? services.at(key) : empty;
+    return ServiceContext{impl_->config, impl_->runtime,     impl_->metrics, d,
+                          impl_->connections, settings, name, resolvers};
   };
   {
     auto ctx = context_for("core");
@@ -224,6 +234,8 @@ Server::Server(Config config, const Registry& registry)
     auto ctx = context_for(entry.name);
     d.add(entry.make(ctx));
   }
+  // Every service exists now: the references between them can be resolved.
+  for (auto& resolve : resolvers) resolve(d);
   for (auto& name : impl_->config.at("auth.required"))
     if (!d.find(name.get<std::string>()))
       log::debug("auth.required names '{}', which is not registered", name.get<std::string>());

@@ -85,7 +85,7 @@ ChatService::ChatService(ServiceContext& ctx)
     : hub_(std::make_shared<Hub>(ctx.runtime.context(0).get_executor(),
                                  chat_limits(ctx.settings), hub_limits(ctx.settings),
                                  ctx.metrics)),
-      auth_(dynamic_cast<auth::AuthService*>(ctx.dispatcher.find("auth"))),
+      auth_(ctx.find<auth::AuthService>()),
       history_limit_(size_setting(ctx.settings, "history")),
       default_room_(ctx.settings.at("default_room").get<std::string>()),
       out_limit_(size_setting(ctx.settings, "out_limit_bytes")),
@@ -193,7 +193,7 @@ void ChatService::add_listeners(Listeners& listeners) {
   options.write_timeout = write_timeout_;
   options.default_room = default_room_;
   if (auth_) {
-    auto* auth = auth_;
+    auto* auth = auth_.get();
     options.reserved = [auth](const std::string& nick) {
       return !auth->users().names_like(nick).empty();
     };

@@ -32,6 +32,10 @@ class ChatService final : public BasicService<ChatService> {
   }
   // services.chat.* (docs: docs/protocol.md).
   static json defaults();
+  // Line-mode chat for nc (bound in add_listeners).
+  static constexpr auto listeners() {
+    return std::array{ListenerSpec{"chat_line", "127.0.0.1:7002"}};
+  }
 
   explicit ChatService(ServiceContext& ctx);
 
@@ -54,7 +58,7 @@ class ChatService final : public BasicService<ChatService> {
   MemberId member_of(Call& call) const;
 
   std::shared_ptr<Hub> hub_;
-  auth::AuthService* auth_;
+  ServiceRef<auth::AuthService> auth_;  // empty without an auth service: no nicks reserved
   std::size_t history_limit_;
   std::string default_room_;
   std::size_t out_limit_;

@@ -248,8 +248,8 @@ json CommandService::defaults() {
 CommandService::CommandService(ServiceContext& ctx)
     : blocking_(ctx.runtime.blocking()),
       data_dir_(ctx.config.data_dir),
-      dispatcher_(ctx.dispatcher),
-      auth_(dynamic_cast<auth::AuthService*>(ctx.dispatcher.find("auth"))),
+      auth_(ctx.find<auth::AuthService>()),
+      files_(ctx.find<files::FilesService>()),
       policy_(ctx.settings),
       sandbox_(SandboxSettings::from(ctx.settings, ::geteuid() == 0)) {
   try {
@@ -335,11 +335,6 @@ std::vector<std::string> CommandService::warnings() const {
     return {"command: services.command.sandbox is \"none\": commands run without a sandbox"};
   if (!sandbox_.usable()) return {"command: every run is refused: " + sandbox_.why()};
   return {};
-}
-
-files::FilesService* CommandService::files_service() const {
-  // Looked up per call, not in the constructor: `files` may be registered after us.
-  return dynamic_cast<files::FilesService*>(dispatcher_.find("files"));
 }
 
 std::optional<CommandService::RunSlot> CommandService::take_slot(const std::string& user) {
@@ -510,13 +505,12 @@ awaitable<Outcome> CommandService::run(Call& call) {
 }
 
 awaitable<std::uint64_t> CommandService::remaining_quota(const Identity& who) {
-  auto* files = files_service();
-  if (!files) co_return ~std::uint64_t{0};  // no files service, no quota to keep
-  co_return co_await files->remaining(who.user);
+  if (!files_) co_return ~std::uint64_t{0};  // no files service, no quota to keep
+  co_return co_await files_->remaining(who.user);
 }
 
 awaitable<void> CommandService::recount_quota(const Identity& who) {
-  if (auto* files = files_service()) co_await files->rescan(who.user);
+  if (files_) co_await files_->rescan(who.user);
 }
 
 awaitable<Outcome> CommandService::cancel(Call& call) {

@@ -60,6 +60,7 @@ class CommandService final : public BasicService<CommandService> {
                       op("cd", &CommandService::cd), op("pwd", &CommandService::pwd)};
   }
   static json defaults();
+  static constexpr bool kLoginRequired = true;
 
   explicit CommandService(ServiceContext& ctx);
 
@@ -84,7 +85,6 @@ class CommandService final : public BasicService<CommandService> {
   awaitable<std::uint64_t> remaining_quota(const Identity& who);
   // Tells the quota ledger what the run left on disk.
   awaitable<void> recount_quota(const Identity& who);
-  files::FilesService* files_service() const;
 
   // Counts a user's runs in progress across all sessions. Thread-safe: sessions on every worker
   // take and give back slots; the mutex guards only the map update.
@@ -103,8 +103,8 @@ class CommandService final : public BasicService<CommandService> {
 
   asio::thread_pool& blocking_;
   std::filesystem::path data_dir_;
-  Dispatcher& dispatcher_;
-  auth::AuthService* auth_;
+  ServiceRef<auth::AuthService> auth_;    // empty: homes are <data_dir>/homes/<user>
+  ServiceRef<files::FilesService> files_;  // empty: no quota to keep
   Policy policy_;
   Sandbox sandbox_;
   std::size_t max_runs_per_user_;

@@ -11,6 +11,13 @@ class EchoService final : public BasicService<EchoService> {
  public:
   static constexpr std::string_view kName = "echo";
   static constexpr auto ops() { return std::array{op("echo", &EchoService::echo)}; }
+  // Raw byte and datagram echo, for nc (bound in add_listeners).
+  static constexpr auto listeners() {
+    return std::array{ListenerSpec{"echo_tcp", "127.0.0.1:7001"},
+                      ListenerSpec{"echo_udp", "127.0.0.1:7001"},
+                      ListenerSpec{"echo_unix", "echo.sock"},
+                      ListenerSpec{"echo_unix_dgram", "echo.dgram"}};
+  }
 
   // A plain function, not a coroutine: echo never waits, so the connection's reader runs it
   // directly (see Op in coserve/service.hpp).

@@ -72,7 +72,7 @@ json FilesService::defaults() {
 FilesService::FilesService(ServiceContext& ctx)
     : runtime_(ctx.runtime),
       data_dir_(ctx.config.data_dir),
-      auth_(dynamic_cast<auth::AuthService*>(ctx.dispatcher.find("auth"))),
+      auth_(ctx.find<auth::AuthService>()),
       resolver_mode_(ctx.settings.value("resolver", "auto") == "fallback" ? jail::Jail::Mode::fallback
                                                                           : jail::Jail::Mode::automatic),
       // At most the protocol's largest body (1 MiB), which every client accepts. The largest is
@@ -101,8 +101,6 @@ FilesService::FilesService(ServiceContext& ctx)
       abandoned_bytes_removed_(ctx.metrics.counter(
           "files_abandoned_bytes_removed_total",
           "Bytes of partial uploads deleted after services.files.partial_ttl_s")) {
-  if (!auth_)
-    log::warn("files: no auth service registered; homes default to <data_dir>/homes/<user>");
   asio::co_spawn(ctx.runtime.context(0), sweep_loop(), [](std::exception_ptr failure) {
     if (!failure) return;
     try {

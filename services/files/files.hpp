@@ -62,6 +62,7 @@ class FilesService final : public BasicService<FilesService> {
                       op("put", &FilesService::put)};
   }
   static json defaults();
+  static constexpr bool kLoginRequired = true;
 
   explicit FilesService(ServiceContext& ctx);
 
@@ -116,7 +117,8 @@ class FilesService final : public BasicService<FilesService> {
 
   Runtime& runtime_;
   std::filesystem::path data_dir_;
-  auth::AuthService* auth_;  // null when the server has no auth service
+  // Empty when the server has no auth service: homes are then <data_dir>/homes/<user>.
+  ServiceRef<auth::AuthService> auth_;
   jail::Jail::Mode resolver_mode_;
   std::size_t chunk_bytes_;
   std::uint64_t window_bytes_;

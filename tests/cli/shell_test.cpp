@@ -40,7 +40,7 @@ TEST_CASE("cli shell: commands read from stdin", "[cli][shell]") {
   CHECK(contains(result.out, "logged in as alice\nalice\n/d\n"));
   CHECK(contains(result.out, "put /d/f.bin"));
   CHECK(contains(result.out, "f.bin\n"));
-  CHECK(contains(result.out, "homes/alice/d\n"));  // exec runs in the shell's directory
+  CHECK(contains(result.out, "/home/alice/d\n"));  // exec runs in the shell's directory (as the sandbox shows it)
   CHECK(sha256_hex(local.path() / "back.bin") == sha256_hex(local.path() / "f.bin"));
   CHECK(contains(result.err, "coserve-cli: not_found: "));
   CHECK(contains(result.out, "/\nit's \"quoted\"\n"));  // failed cd changed nothing

@@ -4,6 +4,10 @@
 
 #include <thread>
 
+#include <algorithm>
+
+#include <boost/asio/write.hpp>
+
 #include "coserve/client.hpp"
 #include "coserve/server.hpp"
 #include "test_support.hpp"
@@ -23,10 +27,8 @@ class InProcessServer {
     Config config;
     registry.add_defaults(config);
     config.data_dir = dir_.path();
-    for (auto s : {"listeners.framed=127.0.0.1:0", "listeners.http=", "listeners.echo_tcp=",
-                   "listeners.echo_udp=", "listeners.echo_unix=", "listeners.echo_unix_dgram=",
-                   "listeners.chat_line=", "server.workers=2"})
-      config.set(s);
+    // Only core's listener and the registered services' own exist: none of echo's or chat's.
+    for (auto s : {"listeners.framed=127.0.0.1:0", "server.workers=2"}) config.set(s);
     for (auto& s : sets) config.set(s);
     server_ = std::make_unique<Server>(std::move(config), registry);
     thread_ = std::thread([this] { server_->run(); });
@@ -35,10 +37,11 @@ class InProcessServer {
     server_->stop();
     thread_.join();
   }
-  std::string port() const {
-    auto a = server_->bound()["framed"].get<std::string>();
+  std::string port(const std::string& listener = "framed") const {
+    auto a = server_->bound()[listener].get<std::string>();
     return a.substr(a.rfind(':') + 1);
   }
+  json bound() const { return server_->bound(); }
 
  private:
   test::TempDir dir_;
@@ -158,5 +161,29 @@ TEST_CASE("an inline op answers while a coroutine op waits, and its errors are e
     // The connection is still in order: the slow op ends normally.
     auto slept = co_await slow.next();
     CHECK(slept.head["slept_ms"] == 1000);
+  }());
+}
+
+TEST_CASE("a service declares its own listener: off by default, bound when set") {
+  {
+    InProcessServer off;
+    CHECK_FALSE(off.bound().contains("timer_line"));
+  }
+  InProcessServer server({"listeners.timer_line=127.0.0.1:0", "services.timer.max_ms=1000"});
+  test::run([&]() -> awaitable<void> {
+    asio::ip::tcp::socket socket(co_await asio::this_coro::executor);
+    co_await socket.async_connect(
+        {asio::ip::make_address("127.0.0.1"),
+         static_cast<unsigned short>(std::stoi(server.port("timer_line")))},
+        use_awaitable);
+    std::string lines = "20\nlots\n5000\n";
+    co_await asio::async_write(socket, asio::buffer(lines), use_awaitable);
+    std::string in;
+    while (std::count(in.begin(), in.end(), '\n') < 3) {
+      char chunk[256];
+      auto n = co_await socket.async_read_some(asio::buffer(chunk), use_awaitable);
+      in.append(chunk, n);
+    }
+    CHECK(in.starts_with("slept 20\nerror: send a number of milliseconds, 0..1000\nerror:"));
   }());
 }

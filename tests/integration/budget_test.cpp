@@ -273,10 +273,8 @@ class InProcessServer {
     Config config;
     registry.add_defaults(config);
     config.data_dir = dir_.path();
-    for (auto s : {"listeners.framed=127.0.0.1:0", "listeners.http=", "listeners.echo_tcp=",
-                   "listeners.echo_udp=", "listeners.echo_unix=", "listeners.echo_unix_dgram=",
-                   "listeners.chat_line=", "server.workers=2"})
-      config.set(s);
+    // Only core's listener and the registered services' own exist: none of echo's or chat's.
+    for (auto s : {"listeners.framed=127.0.0.1:0", "server.workers=2"}) config.set(s);
     for (auto& s : sets) config.set(s);
     server_ = std::make_unique<Server>(std::move(config), registry);
     thread_ = std::thread([this] { server_->run(); });

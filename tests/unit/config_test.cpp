@@ -8,19 +8,28 @@
 
 using namespace coserve;
 
-TEST_CASE("defaults hold every listener key of the stable interface") {
+TEST_CASE("core's defaults name only core's listeners; services declare theirs") {
   Config c;
-  for (auto key : {"framed", "http", "echo_tcp", "echo_udp", "echo_unix", "echo_unix_dgram",
-                   "chat_line"})
-    CHECK(c.at(std::string("listeners.") + key).is_string());
+  CHECK(c.at("listeners.framed").is_string());
+  CHECK(c.at("listeners.framed_tls").is_string());
+  CHECK_THROWS_AS(c.at("listeners.echo_tcp"), ConfigError);
+  CHECK(c.at("auth.required").empty());
+  c.add_listener("echo_tcp", "127.0.0.1:7001");
+  CHECK(c.get<std::string>("listeners.echo_tcp") == "127.0.0.1:7001");
+  c.set("listeners.echo_tcp=");
+  CHECK(c.get<std::string>("listeners.echo_tcp").empty());
+  CHECK_THROWS_AS(c.add_listener("framed", "x"), ConfigError);  // a name is taken once
+  c.add_login_required("files");
+  c.add_login_required("files");
+  CHECK(c.at("auth.required") == json::array({"files"}));
 }
 
 TEST_CASE("set overrides take strings literally and other types as JSON") {
   Config c;
   c.set("listeners.framed=127.0.0.1:0");
   CHECK(c.get<std::string>("listeners.framed") == "127.0.0.1:0");
-  c.set("listeners.http=");
-  CHECK(c.get<std::string>("listeners.http").empty());
+  c.set("listeners.framed_tls=127.0.0.1:0");
+  CHECK(c.get<std::string>("listeners.framed_tls") == "127.0.0.1:0");
   c.set("server.workers=3");
   CHECK(c.get<int>("server.workers") == 3);
   c.set("access.deny=[\"10.0.0.0/8\"]");

@@ -18,7 +18,8 @@ class ConfigError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// The embedded defaults, documented in docs/operations.md.
+// Core's embedded defaults, documented in docs/operations.md. Services add their own keys
+// (their section, listeners and login rule) through Registry::add_defaults.
 const json& default_config();
 
 class Config {
@@ -33,8 +34,13 @@ class Config {
   // (numbers, booleans, arrays) and as the literal text when it is.
   void set(std::string_view assignment);
 
-  // Registers the defaults of a section (a service's own keys) before files and --set apply.
+  // What services declare (Registry::add_defaults), before files and --set apply:
+  // their own section services.<section>,
   void add_defaults(std::string_view section, const json& defaults);
+  // a listener listeners.<name> of theirs (throws ConfigError when the name is taken),
+  void add_listener(std::string_view name, std::string_view default_address);
+  // and their name in auth.required's default when their ops need a login.
+  void add_login_required(std::string_view service);
 
   const json& root() const noexcept { return root_; }
   // "a.b.c" → value; throws ConfigError if missing.

@@ -28,6 +28,27 @@ class Runtime;
 class Listeners;
 class ConnectionSet;
 
+// The registered service named `name`, or nullptr (for ServiceRef).
+Service* find_service(const Dispatcher& dispatcher, std::string_view name);
+
+// Another service one service uses, found by type once every service is registered, so the
+// order of registration does not matter. It is resolved before the server serves its first
+// request: use it in handlers and add_listeners(), not in a constructor. Copyable; reading it
+// is thread-safe (it never changes after start-up).
+template <class S>
+class ServiceRef {
+ public:
+  S* get() const noexcept { return *slot_; }
+  S* operator->() const noexcept { return *slot_; }
+  S& operator*() const noexcept { return **slot_; }
+  explicit operator bool() const noexcept { return *slot_ != nullptr; }
+
+ private:
+  friend struct ServiceContext;
+  explicit ServiceRef(std::shared_ptr<S*> slot) : slot_(std::move(slot)) {}
+  std::shared_ptr<S*> slot_;
+};
+
 // What a service's constructor may take: `explicit MyService(coserve::ServiceContext& ctx)`.
 struct ServiceContext {
   const Config& config;
@@ -37,33 +58,72 @@ struct ServiceContext {
   ConnectionSet& connections;
   // This service's own config section, services.<name> (an empty object if it has none).
   const json& settings;
+  // This service's name, and the server's list of references to resolve after registration.
+  std::string_view name;
+  std::vector<std::function<void(const Dispatcher&)>>& resolvers;
+
+  // A service this one cannot work without: the server refuses to start when it is missing.
+  template <class S>
+  ServiceRef<S> get() {
+    return bind<S>(true);
+  }
+  // A service this one uses when it is there (the reference is empty otherwise).
+  template <class S>
+  ServiceRef<S> find() {
+    return bind<S>(false);
+  }
+
+ private:
+  template <class S>
+  ServiceRef<S> bind(bool required) {
+    auto slot = std::make_shared<S*>(nullptr);
+    resolvers.push_back([slot, required, user = std::string(name)](const Dispatcher& d) {
+      *slot = dynamic_cast<S*>(find_service(d, S::kName));
+      if (!*slot && required)
+        throw ConfigError("service '" + user + "' needs service '" + std::string(S::kName) +
+                          "', which is not registered");
+    });
+    return ServiceRef<S>(std::move(slot));
+  }
 };
+
 
 class Registry {
  public:
   using Factory = std::function<std::unique_ptr<Service>(ServiceContext&)>;
 
-  // A service type: constructible from ServiceContext& or by default. A static `defaults()`
-  // returning a JSON object declares its config keys under services.<kName>.
+  // A service type: constructible from ServiceContext& or by default. What it may declare, all
+  // optional:
+  //   static json defaults();                  its config keys under services.<kName>
+  //   static constexpr auto listeners();       its raw listeners (ListenerSpec), listeners.<name>
+  //   static constexpr bool kLoginRequired;    its ops need a login (auth.required's default)
   template <class S>
   void add() {
-    json defaults = json::object();
-    if constexpr (requires { S::defaults(); }) defaults = S::defaults();
-    entries_.push_back({std::string(S::kName), std::move(defaults), [](ServiceContext& ctx) {
-                          if constexpr (std::is_constructible_v<S, ServiceContext&>)
-                            return std::unique_ptr<Service>(std::make_unique<S>(ctx));
-                          else
-                            return std::unique_ptr<Service>(std::make_unique<S>());
-                        }});
+    Entry entry;
+    entry.name = std::string(S::kName);
+    if constexpr (requires { S::defaults(); }) entry.defaults = S::defaults();
+    if constexpr (requires { S::listeners(); })
+      for (const ListenerSpec& spec : S::listeners()) entry.listeners.push_back(spec);
+    if constexpr (requires { S::kLoginRequired; }) entry.login_required = S::kLoginRequired;
+    entry.make = [](ServiceContext& ctx) {
+      if constexpr (std::is_constructible_v<S, ServiceContext&>)
+        return std::unique_ptr<Service>(std::make_unique<S>(ctx));
+      else
+        return std::unique_ptr<Service>(std::make_unique<S>());
+    };
+    entries_.push_back(std::move(entry));
   }
 
   struct Entry {
     std::string name;
-    json defaults;
+    json defaults = json::object();
+    std::vector<ListenerSpec> listeners;
+    bool login_required = false;
     Factory make;
   };
   const std::vector<Entry>& entries() const noexcept { return entries_; }
-  // Adds every registered service's defaults to `config` (before files and --set apply).
+  // Adds what every registered service declares to `config` (its section, listeners and login
+  // rule), before files and --set apply. Call once per Config.
   void add_defaults(Config& config) const;
 
  private:

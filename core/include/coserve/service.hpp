@@ -113,6 +113,15 @@ class Call {
   std::string_view service_, op_;
 };
 
+// A raw listener a service serves (echo's byte echo, chat's line mode): its config key
+// listeners.<name> and the default address. Declared by a service as
+//   static constexpr std::array listeners() { return std::array{ListenerSpec{"x", "..."}}; }
+// and bound by the service's add_listeners().
+struct ListenerSpec {
+  std::string_view name;
+  std::string_view default_address;
+};
+
 // The type-erased interface the dispatcher routes to. Most services derive from BasicService.
 class Service {
  public:
