@@ -66,6 +66,9 @@ coserve_listeners=(
   --set listeners.chat_line=
   --set listeners.echo_unix=
   --set listeners.echo_unix_dgram=
+  # Every load generator connects from 127.0.0.1: the per-address cap (256 by default) would
+  # refuse the idle and chat fan-out scenarios' thousands of connections.
+  --set access.max_per_address=0
 )
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/coserve-bench.XXXXXX")
