@@ -8,6 +8,7 @@
 
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/websocket/error.hpp>
 #include <boost/beast/websocket/rfc6455.hpp>
 #include <openssl/crypto.h>
 
@@ -22,7 +23,6 @@
 #include "coserve/stream_transport.hpp"
 #include "coserve/version.hpp"
 #include "origin.hpp"
-#include "ws_codec.hpp"
 #include "ws_transport.hpp"
 
 #ifndef COSERVE_WEB_CONSOLE_DIR
@@ -137,6 +137,17 @@ asio::ip::address_v6 as_v6(const asio::ip::address& address) {
                          : address.to_v6();
 }
 
+// A Sec-WebSocket-Key is 16 bytes in base64 (RFC 6455 §4.1): 22 characters and "==".
+bool valid_client_key(std::string_view key) {
+  if (key.size() != 24 || key.substr(22) != "==") return false;
+  for (char c : key.substr(0, 22)) {
+    bool base64 = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                  c == '+' || c == '/';
+    if (!base64) return false;
+  }
+  return true;
+}
+
 // Equal strings in a time that does not depend on where they differ.
 bool same_secret(std::string_view given, const std::string& secret) {
   return given.size() == secret.size() &&
@@ -159,11 +170,12 @@ struct WebService::Impl {
               string_list(ctx.settings, "allowed_hosts", "host names")),
         metrics_token(ctx.settings.at("metrics_token").get<std::string>()),
         http_timeout(millis(ctx.settings, "http_timeout_ms")),
-        ws_handshake_timeout(millis(ctx.settings, "ws_handshake_timeout_ms")),
-        ws_idle_timeout(millis(ctx.settings, "ws_idle_timeout_ms")),
+        ws_settings{frame_limits_from(ctx.config),
+                    millis(ctx.settings, "ws_handshake_timeout_ms"),
+                    millis(ctx.settings, "ws_idle_timeout_ms"),
+                    ctx.settings.at("ws_deflate").get<bool>()},
         max_header_bytes(bytes(ctx.settings, "max_header_bytes")),
         max_request_body(bytes(ctx.settings, "max_request_body")),
-        frame_limits(frame_limits_from(ctx.config)),
         session_limits(session_limits_from(ctx.config)),
         ws_upgrades(metrics.counter("ws_upgrades_total", "WebSocket connections accepted")),
         ws_origin_refused(metrics.counter("ws_origin_refused_total",
@@ -204,16 +216,10 @@ struct WebService::Impl {
     (it == responses.end() ? *responses_other : *it->second).inc();
   }
 
-  // A WebSocket upgrade that passed the checks, handed from the HTTP loop to the session.
-  // Only the socket moves on: a moved beast::tcp_stream keeps an implementation (timers
-  // included) behind, which an idle WebSocket would carry for its whole life.
-  struct Upgrade {
-    tcp::socket socket;
-    std::string early_bytes;
-    std::string peer;
-  };
   awaitable<void> serve(tcp::socket socket);
-  awaitable<std::unique_ptr<Upgrade>> serve_http(tcp::socket socket);
+  // The HTTP loop; a WebSocket upgrade that passed the checks ends it with the transport that
+  // completed the opening handshake, for the session.
+  awaitable<std::unique_ptr<WsTransport>> serve_http(tcp::socket socket);
   awaitable<Response> respond(const Request& req, const asio::ip::address& peer);
   awaitable<Response> static_file(const Request& req, std::string_view path);
   Response healthz(const Request& req);
@@ -235,11 +241,9 @@ struct WebService::Impl {
   std::vector<asio::ip::network_v6> metrics_allow;
   std::string metrics_token;
   std::chrono::milliseconds http_timeout;
-  std::chrono::milliseconds ws_handshake_timeout;
-  std::chrono::milliseconds ws_idle_timeout;
+  WsSettings ws_settings;
   std::size_t max_header_bytes;
   std::size_t max_request_body;
-  FrameLimits frame_limits;
   SessionLimits session_limits;
 
   Counter& ws_upgrades;
@@ -264,6 +268,7 @@ json WebService::defaults() {
       {"max_request_body", 16384},
       {"ws_handshake_timeout_ms", 10000},
       {"ws_idle_timeout_ms", 60000},
+      {"ws_deflate", false},
   };
 }
 
@@ -304,26 +309,22 @@ awaitable<error_code> write_response(beast::tcp_stream& stream, http::response<B
 }  // namespace
 
 awaitable<void> WebService::Impl::serve(tcp::socket socket) {
-  // This frame stays for the connection's whole life: the HTTP loop runs in a frame of its own,
-  // gone before the WebSocket session starts, and the upgrade is freed once handed over.
-  auto upgrade = co_await serve_http(std::move(socket));
-  if (!upgrade) co_return;
+  // This frame stays for the connection's whole life: the HTTP loop (its buffer and parser)
+  // runs in a frame of its own, gone before the WebSocket session starts.
+  auto transport = co_await serve_http(std::move(socket));
+  if (!transport) co_return;
   ws_upgrades.inc();
   ws_active.inc();
   struct Active {
     Counter& gauge;
     ~Active() { gauge.dec(); }
   } active{ws_active};
-  Session session(std::make_unique<WsTransport>(std::move(upgrade->socket),
-                                                std::move(upgrade->early_bytes),
-                                                std::move(upgrade->peer), frame_limits, metrics,
-                                                ws_counters, stopping, ws_idle_timeout),
+  Session session(std::move(transport),
                   SessionEnv{dispatcher, metrics, connections, session_limits});
-  upgrade.reset();
   co_await session.run();
 }
 
-awaitable<std::unique_ptr<WebService::Impl::Upgrade>> WebService::Impl::serve_http(
+awaitable<std::unique_ptr<WsTransport>> WebService::Impl::serve_http(
     tcp::socket socket) {
   std::string peer = peer_name(socket);
   error_code endpoint_ec;
@@ -397,7 +398,7 @@ awaitable<std::unique_ptr<WebService::Impl::Upgrade>> WebService::Impl::serve_ht
         log::info("web {}: WebSocket refused for origin '{}'", peer,
                   printable(req[http::field::origin]));
         refusal = error_response(http::status::forbidden, req.version(), "origin not allowed");
-      } else if (req.version() != 11 || !ws::valid_client_key(req["Sec-WebSocket-Key"])) {
+      } else if (req.version() != 11 || !valid_client_key(req["Sec-WebSocket-Key"])) {
         refusal = error_response(http::status::bad_request, req.version(),
                                  "a WebSocket upgrade needs HTTP/1.1 and a Sec-WebSocket-Key");
       } else if (req["Sec-WebSocket-Version"] != "13") {
@@ -405,25 +406,33 @@ awaitable<std::unique_ptr<WebService::Impl::Upgrade>> WebService::Impl::serve_ht
                                  "this server speaks WebSocket version 13");
         refusal.set("Sec-WebSocket-Version", "13");
       } else {
-        http::response<http::empty_body> accept{http::status::switching_protocols, 11};
-        accept.set(http::field::server, kServerHeader);
-        accept.set(http::field::upgrade, "websocket");
-        accept.set(http::field::connection, "Upgrade");
-        accept.set("Sec-WebSocket-Accept", ws::accept_key(req["Sec-WebSocket-Key"]));
-        count(101);
-        auto accept_ec = co_await write_response(stream, accept, ws_handshake_timeout);
-        if (accept_ec) {
-          log::debug("web {}: WebSocket handshake failed: {}", peer, accept_ec.message());
-          break;
-        }
         stream.expires_never();
-        // Bytes the client sent right after its request belong to the WebSocket.
+        // Bytes the client sent right after its request belong to the WebSocket: its stream
+        // reads them first. Only the socket moves on: a moved beast::tcp_stream keeps an
+        // implementation (timers included) behind.
         auto early = buffer.cdata();
         std::string early_bytes(static_cast<const char*>(early.data()), early.size());
+        auto transport = std::make_unique<WsTransport>(
+            PrefixedStream<beast::tcp_stream>(std::move(early_bytes), stream.release_socket()),
+            peer, ws_settings, metrics, ws_counters, stopping);
+        // Beast answers 101 (bounded by ws_handshake_timeout_ms).
+        auto accept_ec = co_await transport->accept(req);
+        if (accept_ec) {
+          // Beast refused what passed the checks above (an upgrade without Host: 400), or the
+          // write failed.
+          if (accept_ec == websocket::condition::handshake_failed) count(400);
+          log::debug("web {}: WebSocket handshake failed: {}", peer, accept_ec.message());
+          co_return nullptr;
+        }
+        count(101);
+        if (state.stopping) {
+          // Shutdown began during the handshake: the session would register too late.
+          transport->close();
+          co_return nullptr;
+        }
         // The Session registers itself from here on, and ends the socket on shutdown.
         registration.reset();
-        co_return std::make_unique<Upgrade>(
-            Upgrade{stream.release_socket(), std::move(early_bytes), std::move(peer)});
+        co_return transport;
       }
       refusal.keep_alive(false);
       count(refusal.result_int());

@@ -278,6 +278,64 @@ TEST_CASE("ws: keep-alive pings a quiet peer that answers, and drops one that do
   }());
 }
 
+TEST_CASE("ws: an idle session gets its shutdown event, then close 1000") {
+  // The session stops reading, still writes its last frame, then closes with a close frame.
+  ServerProcess server({"--set", "limits.idle_timeout_ms=600"});
+  run([&]() -> awaitable<void> {
+    const auto port = server.port("http");
+    auto ws = co_await WsClient::open(port);
+    const auto ping = request(1, "core", "ping");
+    auto reply = co_await ws->call(ping);
+    CHECK(reply["ok"] == true);
+    auto m = co_await ws->read(5000ms);
+    REQUIRE(m);
+    CHECK(m->head()["event"] == "shutdown");
+    CHECK(m->head()["reason"] == "idle timeout");
+    auto end = co_await ws->read(5000ms);
+    CHECK_FALSE(end);
+    CHECK(ws->close_reason().code == websocket::close_code::normal);
+  }());
+  CHECK(server.running());
+}
+
+TEST_CASE("ws: permessage-deflate is negotiated only when services.web.ws_deflate is on") {
+  std::string body(100 * 1024, '\0');
+  for (std::size_t i = 0; i < body.size(); ++i) body[i] = static_cast<char>("coserve "[i % 8]);
+  {
+    ServerProcess server({"--set", "services.web.ws_deflate=true"});
+    run([&]() -> awaitable<void> {
+      const auto port = server.port("http");
+      auto ws = co_await WsClient::open(port, {}, "/ws", true);
+      CHECK(std::string(ws->refusal[http::field::sec_websocket_extensions])
+                .find("permessage-deflate") != std::string::npos);
+      auto echo = request(1, "echo", "echo");
+      echo["text"] = std::string(3000, 't');
+      auto reply = co_await ws->call(echo);
+      CHECK(reply["text"] == echo["text"]);
+      auto binary = request(2, "echo", "echo");
+      binary["text"] = "compressed";
+      co_await ws->send_request(binary, body);
+      auto m = co_await ws->next_reply();
+      CHECK_FALSE(m.text);
+      CHECK(m.body() == body);
+      co_await ws->close();
+    }());
+  }
+  {
+    ServerProcess server;  // off by default: the offer is declined
+    run([&]() -> awaitable<void> {
+      const auto port = server.port("http");
+      auto ws = co_await WsClient::open(port, {}, "/ws", true);
+      CHECK(ws->refusal[http::field::sec_websocket_extensions].empty());
+      auto echo = request(1, "echo", "echo");
+      co_await ws->send_request(echo, body);
+      auto m = co_await ws->next_reply();
+      CHECK(m.body() == body);
+      co_await ws->close();
+    }());
+  }
+}
+
 TEST_CASE("ws and framed TCP clients share a chat room") {
   ServerProcess server;
   run([&]() -> awaitable<void> {

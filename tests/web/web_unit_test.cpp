@@ -1,5 +1,5 @@
 // The bridge's plain functions, without sockets: asset path mapping, content types, origin rule,
-// the WebSocket codec.
+// Host rule.
 #include <fstream>
 
 #include <catch2/catch.hpp>
@@ -8,7 +8,6 @@
 #include "test_support.hpp"
 #include "web/assets.hpp"
 #include "web/origin.hpp"
-#include "web/ws_codec.hpp"
 
 using coserve::web::asset_path;
 using coserve::web::content_type;
@@ -142,61 +141,4 @@ TEST_CASE("HostPolicy: loopback, the bind host, the local address and allowed_ho
   CHECK(lan.allows("localhost", "192.168.1.5"));
   CHECK_FALSE(lan.allows("evil.example", "192.168.1.5"));
   CHECK_THROWS_AS(HostPolicy("127.0.0.1:80", {"not a host"}), coserve::ConfigError);
-}
-
-TEST_CASE("ws codec: accept key, UTF-8, frame heads, unmasking") {
-  namespace ws = coserve::web::ws;
-  CHECK(ws::accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-  CHECK(ws::valid_client_key("dGhlIHNhbXBsZSBub25jZQ=="));
-  CHECK_FALSE(ws::valid_client_key("dGhlIHNhbXBsZSBub25jZQ"));
-  CHECK_FALSE(ws::valid_client_key("dGhlIHNhbXBsZSBub25j*Q=="));
-
-  CHECK(ws::valid_utf8("plain ascii, \xc3\xa9t\xc3\xa9, \xe2\x82\xac, \xf0\x9f\x98\x80"));
-  CHECK_FALSE(ws::valid_utf8("\xc0\xaf"));              // overlong '/'
-  CHECK_FALSE(ws::valid_utf8("\xed\xa0\x80"));          // a UTF-16 surrogate
-  CHECK_FALSE(ws::valid_utf8("\xf4\x90\x80\x80"));      // past U+10FFFF
-  CHECK_FALSE(ws::valid_utf8("\xe2\x82"));              // cut short
-  CHECK_FALSE(ws::valid_utf8("\xff"));
-
-  CHECK(ws::frame_head(ws::Opcode::text, 125).size == 2);
-  CHECK(ws::frame_head(ws::Opcode::text, 126).size == 4);
-  CHECK(ws::frame_head(ws::Opcode::text, 65535).size == 4);
-  CHECK(ws::frame_head(ws::Opcode::binary, 65536).size == 10);
-
-  // Unmasking from any offset into the payload, for sizes around the 8-byte word steps.
-  const unsigned char mask[4] = {0x12, 0x34, 0x56, 0x78};
-  for (std::size_t offset = 0; offset < 4; ++offset) {
-    for (std::size_t size = 0; size < 40; ++size) {
-      std::string plain(size, '\0');
-      for (std::size_t i = 0; i < size; ++i) plain[i] = static_cast<char>('a' + i % 26);
-      std::string masked = plain;
-      for (std::size_t i = 0; i < size; ++i) masked[i] ^= static_cast<char>(mask[(offset + i) % 4]);
-      ws::unmask(masked.data(), masked.size(), mask, offset);
-      CHECK(masked == plain);
-    }
-  }
-}
-
-TEST_CASE("ws codec: client frame heads, whole or cut short") {
-  namespace ws = coserve::web::ws;
-  // FIN + text, masked, 5 bytes: the head is complete only with its 4 mask bytes.
-  const std::string head("\x81\x85\x01\x02\x03\x04", 6);
-  for (std::size_t cut = 0; cut < head.size(); ++cut) {
-    auto partial = ws::parse_head(std::string_view(head).substr(0, cut), 1000);
-    CHECK_FALSE(partial.frame);
-    CHECK_FALSE(partial.error);
-  }
-  auto whole = ws::parse_head(head, 1000);
-  REQUIRE(whole.frame);
-  CHECK(whole.frame->fin);
-  CHECK(whole.frame->op == ws::Opcode::text);
-  CHECK(whole.frame->payload_size == 5);
-  CHECK(whole.frame->head_size == 6);
-  CHECK(ws::parse_head(head, 4).error == ws::CloseCode::too_big);
-  // A 16-bit length that would have fit in 7 bits is not the shortest form.
-  CHECK(ws::parse_head(std::string("\x82\xfe\x00\x10", 4), 1000).error == ws::CloseCode::protocol_error);
-  CHECK(ws::check_close_payload(std::string("\x03\xe8ok", 4)) == std::nullopt);
-  CHECK(ws::check_close_payload(std::string("\x03", 1)) == ws::CloseCode::protocol_error);
-  CHECK(ws::check_close_payload(std::string("\x03\xed", 2)) == ws::CloseCode::protocol_error);  // 1005
-  CHECK(ws::check_close_payload(std::string("\x03\xe8\xff", 3)) == ws::CloseCode::invalid_data);
 }

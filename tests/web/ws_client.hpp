@@ -53,13 +53,20 @@ class WsClient {
  public:
   explicit WsClient(beast::tcp_stream stream) : ws_(std::move(stream)) {}
 
-  // Connects to /ws; `origin` "" sends no Origin header. Throws on a refused handshake (the
-  // HTTP response is left in `refusal`).
+  // Connects to /ws; `origin` "" sends no Origin header; `deflate` offers permessage-deflate.
+  // Throws on a refused handshake. The HTTP response is left in `refusal` (whether refused or
+  // not: its headers show what was negotiated).
   static awaitable<std::unique_ptr<WsClient>> open(std::string_view port,
                                                    std::string_view origin = {},
-                                                   std::string_view target = "/ws") {
+                                                   std::string_view target = "/ws",
+                                                   bool deflate = false) {
     auto stream = co_await connect_tcp(port);
     auto client = std::make_unique<WsClient>(std::move(stream));
+    if (deflate) {
+      websocket::permessage_deflate offer;
+      offer.client_enable = true;
+      client->ws_.set_option(offer);
+    }
     client->ws_.set_option(websocket::stream_base::decorator(
         [origin = std::string(origin)](websocket::request_type& req) {
           if (!origin.empty()) req.set(http::field::origin, origin);

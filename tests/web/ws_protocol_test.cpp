@@ -662,6 +662,26 @@ TEST_CASE("ws raw: a first frame sent in the same write as the upgrade request s
   CHECK(server.running());
 }
 
+TEST_CASE("ws raw: a 20 KiB binary message sent in the same write as the upgrade request is read whole") {
+  // Larger than Beast's own read buffer: the WebSocket stream reads the bytes the HTTP parser
+  // already holds in several pieces, then the rest from the socket.
+  ServerProcess server;
+  run([&]() -> awaitable<void> {
+    const std::string port = server.port("http");
+    auto conn = co_await connect_raw(port);
+    const std::string body = pattern(20 * 1024, 5);
+    const std::string message = protocol_frame(echo_request(13, "pipelined big"), body);
+    const std::string bytes = upgrade_request(port, "13", true) + client_frame(true, kBinary, message);
+    auto head = co_await send_upgrade(*conn, bytes);
+    REQUIRE(head.has_value());
+    INFO(head->raw);
+    REQUIRE(head->status == 101);
+    auto reply = co_await read_message(*conn, 5s);
+    check_binary_echo(reply, 13, "pipelined big", body);
+  }());
+  CHECK(server.running());
+}
+
 TEST_CASE("ws raw: a 200 KiB binary message with a 64-bit length round-trips its body") {
   ServerProcess server;
   run([&]() -> awaitable<void> {
@@ -716,4 +736,42 @@ TEST_CASE("ws raw: a client that sends pings and never reads the pongs is held b
     check_text_echo(reply, 12, "after the flood");
   }());
   CHECK(server.running());
+}
+
+TEST_CASE("ws raw: a client that sends requests and never reads the replies is held back, then dropped at the write timeout") {
+  ServerProcess server({"--set", "limits.write_timeout_ms=1000"});
+  run([&]() -> awaitable<void> {
+    const std::string port = server.port("http");
+    auto conn = co_await open_ws(port);
+    // Echo requests with 64 KiB bodies, each answered with the same body, and nothing read.
+    // Once the replies fill the socket buffers and the session's out-queue, the server reads
+    // no more requests: the client's writes stall (or fail, once the server gave up on the
+    // stuck write and closed), long before 64 MiB went out.
+    const std::string body = pattern(64 * 1024, 3);
+    std::size_t sent = 0;
+    error_code ec;
+    for (int id = 100; sent < (64u << 20); ++id) {
+      const std::string frame =
+          client_frame(true, kBinary, protocol_frame(echo_request(id, "unread"), body));
+      conn->stream.expires_after(3s);
+      std::size_t n = 0;
+      std::tie(ec, n) = co_await asio::async_write(conn->stream, asio::buffer(frame), use_nothrow);
+      conn->stream.expires_never();
+      sent += n;
+      if (ec) break;
+    }
+    INFO("sent " << sent << " bytes, ended with " << ec.message());
+    CHECK(ec);
+    CHECK(sent < (64u << 20));
+    // The server is fine: a fresh connection is served.
+    auto again = co_await open_ws(port);
+    const std::string text = echo_request(14, "after the unread replies").dump();
+    const std::string request = client_frame(true, kText, text);
+    auto send_ec = co_await send_bytes(*again, request);
+    REQUIRE_FALSE(send_ec);
+    auto reply = co_await read_message(*again);
+    check_text_echo(reply, 14, "after the unread replies");
+  }());
+  CHECK(server.running());
+  CHECK(server.log().find("write timeout") != std::string::npos);
 }
