@@ -7,8 +7,8 @@
 // frames (pongs, keep-alive pings, the closing handshake), timeouts and permessage-deflate are
 // its business. This transport adds the protocol's frame on top:
 // - one reader coroutine of its own is the only caller of the stream's async_read. It decodes
-//   each message into a frame and hands it to read(); it reads the next message only once the
-//   frame before it was taken, so at most one decoded frame and one message being read are held.
+//   each message into a frame and hands it to read(); it reads ahead by one message at most (a
+//   second frame waits until the first is taken), so it holds at most two frames.
 //   A Beast read cannot be cancelled without breaking the stream, so stop_reading() ends read()
 //   (the hand-over) and never the stream's read: the session can still write, and close with a
 //   close frame, afterwards.
@@ -24,9 +24,9 @@
 #include <string>
 #include <utility>
 
+#include <boost/asio/buffer.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/beast/core/bind_handler.hpp>
-#include <boost/beast/core/buffers_prefix.hpp>
 #include <boost/beast/core/role.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/message.hpp>

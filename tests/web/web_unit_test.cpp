@@ -1,6 +1,10 @@
 // The bridge's plain functions, without sockets: asset path mapping, content types, origin rule,
-// Host rule.
+// Host rule; and the WebSocket stream's next layer over a local socket pair.
 #include <fstream>
+
+#include <boost/asio/local/connect_pair.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/write.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -8,6 +12,7 @@
 #include "test_support.hpp"
 #include "web/assets.hpp"
 #include "web/origin.hpp"
+#include "web/ws_transport.hpp"
 
 using coserve::web::asset_path;
 using coserve::web::content_type;
@@ -141,4 +146,26 @@ TEST_CASE("HostPolicy: loopback, the bind host, the local address and allowed_ho
   CHECK(lan.allows("localhost", "192.168.1.5"));
   CHECK_FALSE(lan.allows("evil.example", "192.168.1.5"));
   CHECK_THROWS_AS(HostPolicy("127.0.0.1:80", {"not a host"}), coserve::ConfigError);
+}
+
+TEST_CASE("PrefixedStream: the bytes read before come first, in reads of any size, then the "
+          "stream's own") {
+  using namespace coserve;
+  using Socket = asio::local::stream_protocol::socket;
+  auto got = coserve::test::run([]() -> awaitable<std::string> {
+    auto executor = co_await asio::this_coro::executor;
+    Socket peer(executor), ours(executor);
+    asio::local::connect_pair(peer, ours);
+    web::PrefixedStream<Socket> stream("hello ", std::move(ours));
+    const std::string tail = "world";
+    co_await asio::async_write(peer, asio::buffer(tail), use_awaitable);
+    std::string out;
+    char piece[4];  // "hell", "o " (the rest of the prefix), then from the socket
+    while (out.size() < 11) {
+      auto n = co_await stream.async_read_some(asio::buffer(piece), use_awaitable);
+      out.append(piece, n);
+    }
+    co_return out;
+  }());
+  CHECK(got == "hello world");
 }
