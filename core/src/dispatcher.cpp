@@ -23,7 +23,7 @@ Dispatcher::Dispatcher(Metrics& metrics, std::set<std::string, std::less<>> logi
 Service& Dispatcher::add(std::unique_ptr<Service> service) {
   std::string name(service->name());
   if (find(name)) throw std::invalid_argument("service '" + name + "' is registered twice");
-  routes_.push_back(Route{
+  entries_.push_back(Entry{
       service->name(),
       service.get(),
       &metrics_.counter("ops_total", "Requests dispatched, by service", "service=\"" + name + "\""),
@@ -32,15 +32,15 @@ Service& Dispatcher::add(std::unique_ptr<Service> service) {
   return *services_.back();
 }
 
-const Dispatcher::Route* Dispatcher::route(std::string_view name) const {
-  for (auto& r : routes_)
-    if (r.name == name) return &r;
+const Dispatcher::Entry* Dispatcher::entry(std::string_view name) const {
+  for (auto& e : entries_)
+    if (e.name == name) return &e;
   return nullptr;
 }
 
 Service* Dispatcher::find(std::string_view name) const {
-  auto* r = route(name);
-  return r ? r->service : nullptr;
+  auto* e = entry(name);
+  return e ? e->service : nullptr;
 }
 
 bool Dispatcher::needs_login(std::string_view service) const {
@@ -51,24 +51,38 @@ void Dispatcher::count_error(errc code) {
   if (auto it = errors_total_.find(code); it != errors_total_.end()) it->second->inc();
 }
 
-Outcome Service::handle_inline(std::string_view op, Call&) {
-  // Only the dispatcher calls this, and only when is_inline(op) said yes.
-  throw std::logic_error("op '" + std::string(op) + "' of service '" + std::string(name()) +
-                         "' is not inline");
+std::variant<Envelope, EnvelopeError> read_envelope(const json& head) {
+  Envelope envelope;
+  auto id = head.find("id");
+  if (id == head.end() || !(id->is_number_integer() || id->is_string()))
+    return EnvelopeError{errc::bad_request, "a request needs an integer or string 'id'", nullptr};
+  envelope.id = &*id;
+  auto service = head.find("service");
+  if (service == head.end()) return envelope;  // a frame for a request in flight
+  auto op = head.find("op");
+  if (!service->is_string() || op == head.end() || !op->is_string())
+    return EnvelopeError{errc::bad_request, "a request needs string fields 'service' and 'op'",
+                         *id};
+  envelope.service = &service->get_ref<const std::string&>();
+  envelope.op = &op->get_ref<const std::string&>();
+  return envelope;
 }
 
-std::optional<Outcome> Dispatcher::admit(const Route* route, Call& call) {
-  if (!route)
+std::variant<Route, Outcome> Dispatcher::route(std::string_view service, std::string_view op,
+                                               bool logged_in) {
+  const Entry* e = entry(service);
+  if (!e)
     return Outcome::fail(errc::unknown_service,
-                         "unknown service '" + std::string(call.service()) + "'");
-  if (!route->service->has_op(call.op()))
-    return Outcome::fail(errc::unknown_op, "service '" + std::string(call.service()) +
-                                               "' has no op '" + std::string(call.op()) + "'");
-  if (route->needs_login && call.session().user().empty())
+                         "unknown service '" + std::string(service) + "'");
+  auto found = e->service->find_op(op);
+  if (!found)
+    return Outcome::fail(errc::unknown_op, "service '" + std::string(service) + "' has no op '" +
+                                               std::string(op) + "'");
+  if (e->needs_login && !logged_in)
     return Outcome::fail(errc::unauthenticated,
-                         "service '" + std::string(call.service()) + "' needs a login");
-  route->ops_total->inc();
-  return std::nullopt;
+                         "service '" + std::string(service) + "' needs a login");
+  e->ops_total->inc();
+  return Route{e->service, e->name, *found, e->needs_login, e->ops_total};
 }
 
 Outcome Dispatcher::failure(std::exception_ptr error, Call& call) {
@@ -89,15 +103,13 @@ Outcome Dispatcher::failure(std::exception_ptr error, Call& call) {
   return Outcome::fail(errc::internal, "internal error");
 }
 
-awaitable<Outcome> Dispatcher::dispatch(Call& call) {
-  const Route* route = this->route(call.service());
-  if (auto refusal = admit(route, call)) co_return std::move(*refusal);
+awaitable<Outcome> Dispatcher::call(const Route& route, Call& call) {
   // The exception is mapped after the handler: g++ 12 miscompiles a co_return inside a catch
   // block of a coroutine.
   Outcome outcome;
   std::exception_ptr error;
   try {
-    outcome = co_await route->service->handle(call.op(), call);
+    outcome = co_await route.service->run(route.op.index, call);
   } catch (...) {
     error = std::current_exception();
   }
@@ -105,11 +117,9 @@ awaitable<Outcome> Dispatcher::dispatch(Call& call) {
   co_return outcome;
 }
 
-Outcome Dispatcher::dispatch_inline(Call& call) {
-  const Route* route = this->route(call.service());
-  if (auto refusal = admit(route, call)) return std::move(*refusal);
+Outcome Dispatcher::call_inline(const Route& route, Call& call) {
   try {
-    return route->service->handle_inline(call.op(), call);
+    return route.service->run_inline(route.op.index, call);
   } catch (...) {
     return failure(std::current_exception(), call);
   }

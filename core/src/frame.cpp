@@ -1,7 +1,6 @@
 #include "coserve/frame.hpp"
 
 #include <algorithm>
-#include <charconv>
 #include <cstring>
 #include <span>
 
@@ -32,7 +31,6 @@ json id_of(const json& head) {
 // Parses and validates the JSON part of a frame.
 std::variant<json, DecodeError> parse_head(std::string_view text) {
   if (text.empty()) return DecodeError{errc::bad_frame, "empty JSON part", nullptr};
-  if (auto flat = detail::parse_flat_object(text)) return std::move(*flat);
   json head = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (head.is_discarded()) return DecodeError{errc::bad_frame, "JSON part does not parse", nullptr};
   if (!head.is_object())
@@ -40,281 +38,49 @@ std::variant<json, DecodeError> parse_head(std::string_view text) {
   return head;
 }
 
-}  // namespace
-
-namespace {
-
-// A character a JSON string holds as itself: printable ASCII other than '"' and '\\'. The flat
-// reader accepts strings of only these, and the head writer writes them without nlohmann.
-bool plain_char(char c) noexcept {
-  const auto u = static_cast<unsigned char>(c);
-  return u >= 0x20 && u < 0x7f && c != '"' && c != '\\';
-}
-
-bool plain_text(std::string_view text) noexcept {
-  return std::all_of(text.begin(), text.end(), plain_char);
-}
-
-}  // namespace
-
-namespace detail {
-namespace {
-
-// A cursor over the text for parse_flat_object; every method fails (false) on anything it does
-// not know, and the caller then leaves the text to the full parser.
-struct FlatScanner {
-  const char* p;
-  const char* end;
-
-  void skip_space() noexcept {
-    while (p != end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) ++p;
-  }
-  bool take(char c) noexcept {
-    skip_space();
-    if (p == end || *p != c) return false;
-    ++p;
-    return true;
-  }
-  // A string of printable ASCII without escapes.
-  bool string(std::string_view& out) noexcept {
-    if (!take('"')) return false;
-    const char* start = p;
-    while (p != end && *p != '"') {
-      if (!plain_char(*p)) return false;
-      ++p;
-    }
-    if (p == end) return false;
-    out = std::string_view(start, static_cast<std::size_t>(p - start));
-    ++p;
-    return true;
-  }
-  bool word(std::string_view w) noexcept {
-    if (static_cast<std::size_t>(end - p) < w.size() || std::string_view(p, w.size()) != w)
-      return false;
-    p += w.size();
-    return true;
-  }
-  // An integer of at most 18 digits (it fits either 64-bit type). Fractions and exponents fail.
-  bool integer(FlatHead::Member& out) noexcept {
-    const bool negative = p != end && *p == '-';
-    if (negative) ++p;
-    const char* digits = p;
-    std::uint64_t value = 0;
-    while (p != end && *p >= '0' && *p <= '9') value = value * 10 + std::uint64_t(*p++ - '0');
-    const auto count = p - digits;
-    if (count == 0 || count > 18 || (*digits == '0' && count > 1)) return false;
-    if (p != end && (*p == '.' || *p == 'e' || *p == 'E')) return false;
-    // As nlohmann reads them: a minus sign makes a signed integer, else an unsigned one.
-    out.type = negative ? json::value_t::number_integer : json::value_t::number_unsigned;
-    out.magnitude = value;
-    return true;
-  }
-  // A value; a string's place is relative to `base`.
-  bool value(FlatHead::Member& out, const char* base) noexcept {
-    skip_space();
-    if (p == end) return false;
-    switch (*p) {
-      case '"': {
-        std::string_view text;
-        if (!string(text)) return false;
-        out.type = json::value_t::string;
-        out.text_at = static_cast<std::uint32_t>(text.data() - base);
-        out.text_size = static_cast<std::uint32_t>(text.size());
-        return true;
-      }
-      case 't': out.type = json::value_t::boolean; out.boolean = true; return word("true");
-      case 'f': out.type = json::value_t::boolean; return word("false");
-      case 'n': out.type = json::value_t::null; return word("null");
-      default: return integer(out);
-    }
-  }
-};
-
-}  // namespace
-
-std::optional<json> parse_flat_object(std::string_view text) {
-  auto head = FlatHead::parse(text);
-  if (!head) return std::nullopt;
-  return head->to_json();
-}
-
-}  // namespace detail
-
-std::shared_ptr<const FlatHead> FlatHead::parse(std::string_view text) {
-  // Offsets are 32-bit; a head is far smaller (FrameLimits::max_json).
-  if (text.size() > UINT32_MAX) return nullptr;
-  auto head = std::make_shared<FlatHead>();
-  head->text_.assign(text);
-  const char* base = head->text_.data();
-  detail::FlatScanner in{base, base + head->text_.size()};
-  if (!in.take('{')) return nullptr;
-  in.skip_space();
-  if (in.p != in.end && *in.p == '}') {
-    ++in.p;
-  } else {
-    for (;;) {
-      if (head->count_ == kMaxMembers) return nullptr;
-      Member& member = head->members_[head->count_++];
-      std::string_view key;
-      if (!in.string(key) || !in.take(':') || !in.value(member, base)) return nullptr;
-      member.key_at = static_cast<std::uint32_t>(key.data() - base);
-      member.key_size = static_cast<std::uint32_t>(key.size());
-      if (in.take(',')) continue;
-      if (!in.take('}')) return nullptr;
-      break;
-    }
-  }
-  in.skip_space();
-  if (in.p != in.end) return nullptr;
-  return head;
-}
-
-const FlatHead::Member* FlatHead::find(std::string_view key) const noexcept {
-  for (std::size_t i = count_; i-- > 0;) {
-    const Member& m = members_[i];
-    if (std::string_view(text_).substr(m.key_at, m.key_size) == key) return &m;
-  }
-  return nullptr;
-}
-
-json FlatHead::value(const Member& member) const {
-  switch (member.type) {
-    case json::value_t::string: return json(std::string(string(member)));
-    case json::value_t::boolean: return json(member.boolean);
-    case json::value_t::number_integer: return json(-static_cast<std::int64_t>(member.magnitude));
-    case json::value_t::number_unsigned: return json(member.magnitude);
-    default: return json(nullptr);
-  }
-}
-
-json FlatHead::to_json() const {
-  json object = json::object();
-  auto& members = object.get_ref<json::object_t&>();
-  for (std::size_t i = 0; i < count_; ++i) {
-    const Member& m = members_[i];
-    // The last of duplicate keys wins, as with nlohmann's parser.
-    members.insert_or_assign(std::string(text_, m.key_at, m.key_size), value(m));
-  }
-  return object;
-}
-
-OutFrame encode_frame(const json& head, std::string body) {
-  auto frame = std::make_shared<EncodedFrame>();
-  std::string& out = frame->head;
-  out.assign(kFrameHeaderSize, '\0');
-  // error_handler::replace: a service that puts invalid UTF-8 in a string must not crash us.
-  nlohmann::detail::serializer<json> writer(nlohmann::detail::output_adapter<char>(out), ' ',
-                                            json::error_handler_t::replace);
-  writer.dump(head, false, false, 0);
-  write_be32(out.data(), static_cast<std::uint32_t>(out.size() - kFrameHeaderSize));
-  write_be32(out.data() + 4, static_cast<std::uint32_t>(body.size()));
-  frame->body = std::move(body);
-  return frame;
-}
-
-namespace {
-
-// Appends JSON to a frame head. Plain strings, integers, booleans and null (nearly every value of
-// a reply) are written here; anything else goes to nlohmann's serializer, made only when needed
-// (making one costs an allocation, a 512-byte clear and a localeconv()).
-class HeadWriter {
- public:
-  explicit HeadWriter(std::string& out) : out_(out) {}
-
-  void value(const json& v) {
-    switch (v.type()) {
-      case json::value_t::null: out_ += "null"; return;
-      case json::value_t::boolean: out_ += v.get<bool>() ? "true" : "false"; return;
-      case json::value_t::number_integer: number(v.get<std::int64_t>()); return;
-      case json::value_t::number_unsigned: number(v.get<std::uint64_t>()); return;
-      case json::value_t::string:
-        if (const auto& text = v.get_ref<const std::string&>(); plain_text(text)) {
-          quoted(text);
-          return;
-        }
-        break;
-      default: break;
-    }
-    general().dump(v, false, false, 0);
-  }
-
-  void key(std::string_view key) {
-    if (plain_text(key)) quoted(key);
-    else general().dump(json(key), false, false, 0);
-    out_ += ':';
-  }
-
-  void raw(char c) { out_ += c; }
-
- private:
-  using Serializer = nlohmann::detail::serializer<json>;
-
-  template <class Int>
-  void number(Int n) {
-    char digits[24];
-    auto end = std::to_chars(digits, digits + sizeof digits, n).ptr;
-    out_.append(digits, end);
-  }
-  void quoted(std::string_view text) {
-    out_ += '"';
-    out_ += text;
-    out_ += '"';
-  }
-  Serializer& general() {
-    // error_handler::replace: a service that puts invalid UTF-8 in a string must not crash us.
-    if (!general_)
-      general_.emplace(nlohmann::detail::output_adapter<char>(out_), ' ',
-                       json::error_handler_t::replace);
-    return *general_;
-  }
-
-  std::string& out_;
-  std::optional<Serializer> general_;
-};
-
-// The head of a tagged frame (see encode_tagged) whose body is `body_len` bytes.
-std::string tagged_head(const json& id, std::string_view tag, const json& tag_value,
-                        const json& fields, std::size_t body_len) {
+// The head of a frame: the 8-byte header for `head`'s text and a body of `body_len` bytes, then
+// that text.
+std::string frame_head(const json& head, std::size_t body_len) {
+  // error_handler_t::replace: a service that puts invalid UTF-8 in a string must not crash us.
+  const std::string text = head.dump(-1, ' ', false, json::error_handler_t::replace);
   std::string out;
-  out.reserve(128);
-  out.assign(kFrameHeaderSize, '\0');
-  // Written straight into the frame: no temporary text, no merged object.
-  HeadWriter writer(out);
-  writer.raw('{');
-  writer.key("id");
-  writer.value(id);
-  writer.raw(',');
-  writer.key(tag);
-  writer.value(tag_value);
-  if (fields.is_object()) {
-    for (auto it = fields.begin(); it != fields.end(); ++it) {
-      if (it.key() == "id" || it.key() == tag) continue;
-      writer.raw(',');
-      writer.key(it.key());
-      writer.value(it.value());
-    }
-  }
-  writer.raw('}');
-  std::size_t json_len = out.size() - kFrameHeaderSize;
-  write_be32(out.data(), static_cast<std::uint32_t>(json_len));
+  out.reserve(kFrameHeaderSize + text.size());
+  out.resize(kFrameHeaderSize);
+  write_be32(out.data(), static_cast<std::uint32_t>(text.size()));
   write_be32(out.data() + 4, static_cast<std::uint32_t>(body_len));
+  out += text;
   return out;
 }
 
+// The head of a tagged frame (see encode_tagged): `fields` with the id and the tag set.
+json tagged(const json& id, std::string_view tag, const json& tag_value, json fields) {
+  if (!fields.is_object()) fields = json::object();
+  fields["id"] = id;
+  fields[std::string(tag)] = tag_value;
+  return fields;
+}
+
 }  // namespace
 
-OutFrame encode_tagged(const json& id, std::string_view tag, const json& tag_value,
-                       const json& fields, std::string body) {
+OutFrame encode_frame(const json& head, std::string body) {
   auto frame = std::make_shared<EncodedFrame>();
-  frame->head = tagged_head(id, tag, tag_value, fields, body.size());
+  frame->head = frame_head(head, body.size());
   frame->body = std::move(body);
   return frame;
 }
 
-OutFrame encode_tagged(const json& id, std::string_view tag, const json& tag_value,
-                       const json& fields, FileSlice file) {
+OutFrame encode_tagged(const json& id, std::string_view tag, const json& tag_value, json fields,
+                       std::string body) {
   auto frame = std::make_shared<EncodedFrame>();
-  frame->head = tagged_head(id, tag, tag_value, fields, file.length);
+  frame->head = frame_head(tagged(id, tag, tag_value, std::move(fields)), body.size());
+  frame->body = std::move(body);
+  return frame;
+}
+
+OutFrame encode_tagged(const json& id, std::string_view tag, const json& tag_value, json fields,
+                       FileSlice file) {
+  auto frame = std::make_shared<EncodedFrame>();
+  frame->head = frame_head(tagged(id, tag, tag_value, std::move(fields)), file.length);
   frame->file = std::move(file);
   return frame;
 }
@@ -333,7 +99,7 @@ DecodeResult decode_whole_frame(std::string_view bytes, const FrameLimits& limit
   auto& obj = std::get<json>(head);
   if (body_len > limits.max_body)
     return DecodeError{errc::too_large, "body over the limit", id_of(obj)};
-  return Frame{std::move(obj), std::string(bytes.substr(kFrameHeaderSize + json_len)), nullptr,
+  return Frame{std::move(obj), std::string(bytes.substr(kFrameHeaderSize + json_len)),
                bytes.size()};
 }
 
@@ -342,7 +108,7 @@ DecodeResult decode_json_only(std::string_view text, const FrameLimits& limits) 
     return DecodeError{errc::too_large, "JSON message over the limit", nullptr};
   auto head = parse_head(text);
   if (auto* err = std::get_if<DecodeError>(&head)) return std::move(*err);
-  return Frame{std::move(std::get<json>(head)), {}, nullptr, text.size()};
+  return Frame{std::move(std::get<json>(head)), {}, text.size()};
 }
 
 std::span<char> FrameDecoder::prepare(std::size_t min_size) {
@@ -470,17 +236,14 @@ std::optional<DecodeResult> FrameDecoder::next() {
     begin_ = end_;
     return std::nullopt;
   }
-  std::string body(p + kFrameHeaderSize + json_len, body_len);
-  if (flat_heads_) {
-    if (auto flat = FlatHead::parse(text)) {
-      begin_ += total;
-      return Frame{json(), std::move(body), std::move(flat), total};
-    }
-  }
   auto head = parse_head(text);
+  if (auto* err = std::get_if<DecodeError>(&head)) {
+    begin_ += total;
+    return std::move(*err);
+  }
+  std::string body(p + kFrameHeaderSize + json_len, body_len);
   begin_ += total;
-  if (auto* err = std::get_if<DecodeError>(&head)) return std::move(*err);
-  return Frame{std::move(std::get<json>(head)), std::move(body), nullptr, total};
+  return Frame{std::move(std::get<json>(head)), std::move(body), total};
 }
 
 }  // namespace coserve

@@ -124,16 +124,7 @@ awaitable<void> Session::read_loop() {
     touch();
     if (auto* frame = std::get_if<Frame>(&*item)) {
       env_.metrics.frames_in.inc();
-      if (is_inline(*frame)) {
-        run_inline(std::move(*frame));
-      } else {
-        // Everything but an inline call reads the head as a document.
-        if (frame->flat) {
-          frame->head = frame->flat->to_json();
-          frame->flat.reset();
-        }
-        on_frame(std::move(*frame));
-      }
+      on_frame(std::move(*frame));
     } else {
       auto& error = std::get<DecodeError>(*item);
       bool fatal = error.fatal;
@@ -274,7 +265,7 @@ void Session::reply_error(const json& id, errc code, std::string message, json d
   error["message"] = std::move(message);
   json fields = json::object();
   fields["error"] = std::move(error);
-  push(encode_tagged(id, "ok", false, fields));
+  push(encode_tagged(id, "ok", false, std::move(fields)));
 }
 
 void Session::on_decode_error(DecodeError error) {
@@ -283,43 +274,56 @@ void Session::on_decode_error(DecodeError error) {
 }
 
 void Session::on_frame(Frame frame) {
-  auto id_it = frame.head.find("id");
-  if (id_it == frame.head.end() || !(id_it->is_number_integer() || id_it->is_string())) {
-    reply_error(nullptr, errc::bad_request, "a request needs an integer or string 'id'");
+  auto read = read_envelope(frame.head);
+  if (auto* error = std::get_if<EnvelopeError>(&read)) {
+    reply_error(error->id, error->code, std::move(error->message));
     return;
   }
-  std::string key = id_it->dump();
-  auto service = frame.head.find("service");
-  if (service == frame.head.end()) {
+  const Envelope& envelope = std::get<Envelope>(read);
+  if (!envelope.service) {
     // A frame for a call in flight (an upload chunk, an ack).
-    auto it = calls_.find(key);
+    auto it = calls_.find(envelope.id->dump());
     if (it == calls_.end()) {
-      reply_error(*id_it, errc::bad_request, "no request with this id is in flight");
+      reply_error(*envelope.id, errc::bad_request, "no request with this id is in flight");
       return;
     }
     to_inbox(it->second, std::move(frame));
     return;
   }
-  auto op = frame.head.find("op");
-  if (!service->is_string() || op == frame.head.end() || !op->is_string()) {
-    reply_error(*id_it, errc::bad_request, "a request needs string fields 'service' and 'op'");
+  // The id's key is made only when calls are in flight or one starts: an inline call on an
+  // otherwise quiet connection needs none.
+  std::string key;
+  if (!calls_.empty()) {
+    key = envelope.id->dump();
+    if (calls_.contains(key)) {
+      reply_error(*envelope.id, errc::bad_request, "a request with this id is already in flight");
+      return;
+    }
+  }
+  auto routed = env_.dispatcher.route(*envelope.service, *envelope.op, !user_.empty());
+  if (auto* refusal = std::get_if<Outcome>(&routed)) {
+    reply_error(*envelope.id, *refusal->error, std::move(refusal->message));
     return;
   }
-  if (calls_.contains(key)) {
-    reply_error(*id_it, errc::bad_request, "a request with this id is already in flight");
+  const Route& route = std::get<Route>(routed);
+  // Copied before the frame moves into its call.
+  json request_id = *envelope.id;
+  if (route.op.is_inline) {
+    run_inline(route, std::move(request_id), std::move(frame));
     return;
   }
   if (calls_.size() >= env_.limits.max_inflight) {
-    reply_error(*id_it, errc::busy, "too many requests in flight on this connection");
+    reply_error(request_id, errc::busy, "too many requests in flight on this connection");
     return;
   }
-  auto state = std::make_shared<detail::CallState>(*id_it);
+  if (key.empty()) key = request_id.dump();
+  auto state = std::make_shared<detail::CallState>(std::move(request_id));
   state->key = key;
   calls_.emplace(std::move(key), state);
   auto slot = state->cancel.slot();
   // The completion handler owns the call state too: the coroutine's cancellation slot points
   // into state->cancel and is cleared only after the coroutine body has finished.
-  asio::co_spawn(executor(), run_call(state, std::move(frame)),
+  asio::co_spawn(executor(), run_call(state, route, std::move(frame)),
                  asio::bind_cancellation_slot(slot, [sid = id(), state](std::exception_ptr e) {
                    // run_call catches everything; this is the last line of defence.
                    if (e) log::error("session {}: call ended with an escaped exception", sid);
@@ -374,56 +378,27 @@ void Session::cancel(detail::CallState& state) {
   if (state.inbox_ready) state.inbox_ready->notify();
 }
 
-bool Session::is_inline(const Frame& frame) const {
-  // Anything unusual (no valid id, unknown service, an id already in flight) takes the spawned
-  // path, whose checks give the error replies.
-  if (frame.flat) {
-    const FlatHead& head = *frame.flat;
-    auto* id = head.find("id");
-    auto* service = head.find("service");
-    auto* op = head.find("op");
-    if (!id || !(id->type == json::value_t::string || id->type == json::value_t::number_integer ||
-                 id->type == json::value_t::number_unsigned) ||
-        !service || service->type != json::value_t::string || !op ||
-        op->type != json::value_t::string)
-      return false;
-    Service* target = env_.dispatcher.find(head.string(*service));
-    if (!target || !target->is_inline(head.string(*op))) return false;
-    return calls_.empty() || !calls_.contains(head.value(*id).dump());
-  }
-  auto id = frame.head.find("id");
-  auto service = frame.head.find("service");
-  auto op = frame.head.find("op");
-  if (id == frame.head.end() || !(id->is_number_integer() || id->is_string()) ||
-      service == frame.head.end() || !service->is_string() || op == frame.head.end() ||
-      !op->is_string())
-    return false;
-  Service* target = env_.dispatcher.find(service->get_ref<const std::string&>());
-  if (!target || !target->is_inline(op->get_ref<const std::string&>())) return false;
-  return calls_.empty() || !calls_.contains(id->dump());
-}
-
-void Session::run_inline(Frame request) {
+void Session::run_inline(const Route& route, json id, Frame request) {
   // Nothing can refer to an inline call once it returns: its state lives on the stack.
-  detail::CallState state(request.flat ? request.flat->value(*request.flat->find("id"))
-                                       : request.head["id"]);
+  detail::CallState state(std::move(id));
   Outcome outcome;
   {
-    Call call(*this, state, std::move(request));
-    outcome = env_.dispatcher.dispatch_inline(call);
+    Call call(*this, state, std::move(request), route.service_name, route.op.name);
+    outcome = env_.dispatcher.call_inline(route, call);
   }
   finish_call(state, std::move(outcome));
 }
 
-awaitable<void> Session::run_call(std::shared_ptr<detail::CallState> state, Frame request) {
+awaitable<void> Session::run_call(std::shared_ptr<detail::CallState> state, Route route,
+                                  Frame request) {
   Outcome outcome;
   if (state->cancelled) {
     // Cancelled before this coroutine began (frames read in the same batch as the request):
     // the signal found no handler in its slot then, so the handler would never see it.
     outcome = Outcome::fail(errc::cancelled, "cancelled");
   } else {
-    Call call(*this, *state, std::move(request));
-    outcome = co_await env_.dispatcher.dispatch(call);
+    Call call(*this, *state, std::move(request), route.service_name, route.op.name);
+    outcome = co_await env_.dispatcher.call(route, call);
   }
   finish_call(*state, std::move(outcome));
   drop_inbox(*state);
@@ -438,7 +413,7 @@ void Session::finish_call(const detail::CallState& state, Outcome outcome) {
   }
   if (!outcome.fields.is_object())
     outcome.fields = json{{"result", std::move(outcome.fields)}};
-  push(encode_tagged(state.id, "ok", true, outcome.fields, std::move(outcome.body)));
+  push(encode_tagged(state.id, "ok", true, std::move(outcome.fields), std::move(outcome.body)));
 }
 
 bool Session::cancel_call(const json& id) {
@@ -458,33 +433,13 @@ void Session::cancel_all_calls() {
 
 // ---- Call ------------------------------------------------------------------------------------
 
-namespace {
-std::string_view string_field(const Frame& request, std::string_view key) {
-  // The session has checked that both fields are strings.
-  if (request.flat) return request.flat->string(*request.flat->find(key));
-  return request.head.at(key).get_ref<const std::string&>();
-}
-}  // namespace
-
-Call::Call(Session& session, detail::CallState& state, Frame request)
-    : session_(session),
-      state_(state),
-      request_(std::move(request)),
-      service_(string_field(request_, "service")),
-      op_(string_field(request_, "op")) {}
-
-const json& Call::request() const {
-  if (request_.flat && request_.head.is_null()) request_.head = request_.flat->to_json();
-  return request_.head;
-}
+Call::Call(Session& session, detail::CallState& state, Frame request, std::string_view service,
+           std::string_view op)
+    : session_(session), state_(state), request_(std::move(request)), service_(service), op_(op) {}
 
 Call::~Call() = default;
 
 const json& Call::id() const noexcept { return state_.id; }
-
-std::string_view Call::service() const { return service_; }
-
-std::string_view Call::op() const { return op_; }
 
 asio::any_io_executor Call::executor() const { return session_.executor(); }
 
@@ -493,14 +448,14 @@ bool Call::cancelled() const noexcept { return state_.cancelled || session_.clos
 awaitable<void> Call::emit(std::string_view event, json fields, std::string body) {
   if (cancelled()) throw Error(errc::cancelled, "cancelled");
   // Named, not a temporary inside the co_await: g++ 12 mishandles such temporaries.
-  auto frame = encode_tagged(state_.id, "event", event, fields, std::move(body));
+  auto frame = encode_tagged(state_.id, "event", event, std::move(fields), std::move(body));
   co_await session_.push_wait(std::move(frame));
 }
 
 awaitable<void> Call::emit(std::string_view event, json fields, FileSlice file) {
   if (!can_send_file()) throw std::logic_error("emit with a file on a connection without sendfile");
   if (cancelled()) throw Error(errc::cancelled, "cancelled");
-  auto frame = encode_tagged(state_.id, "event", event, fields, std::move(file));
+  auto frame = encode_tagged(state_.id, "event", event, std::move(fields), std::move(file));
   co_await session_.push_wait(std::move(frame));
 }
 

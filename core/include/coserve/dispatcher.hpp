@@ -1,15 +1,17 @@
 #pragma once
-// Routes each request {id, service, op} to a registered service, enforces login where the
-// config asks for it, and turns every failure into an Outcome with a stable error code.
+// Checks each request's envelope {id, service, op} (read_envelope), routes it to a registered
+// service (Dispatcher::route: the one lookup per request, login rule included) and runs the op,
+// turning every failure into an Outcome with a stable error code.
 //
-// Threading: services are added before the server starts and never removed, so dispatch() may
-// run on every worker thread at once without locks. Each service guards its own shared state.
+// Threading: services are added before the server starts and never removed, so route() and
+// call() may run on every worker thread at once without locks. Each service guards its own
+// shared state.
 #include <exception>
 #include <map>
 #include <memory>
-#include <optional>
 #include <set>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "coserve/asio.hpp"
@@ -19,6 +21,37 @@ namespace coserve {
 
 class Metrics;
 class Counter;
+
+// The envelope of a frame a client sent, read from its parsed head. The pointers are into that
+// head.
+struct Envelope {
+  const json* id = nullptr;               // an integer or a string
+  const std::string* service = nullptr;   // null: a frame for a request in flight (no "service")
+  const std::string* op = nullptr;        // set whenever `service` is
+};
+
+// An envelope that breaks the rules of docs/protocol.md (Messages). `id` is the frame's id when
+// it is valid (so the reply can name the request), null otherwise.
+struct EnvelopeError {
+  errc code;
+  std::string message;
+  json id;
+};
+
+// The one check of a client frame's envelope: `id` an integer or a string; then either no
+// `service` (a frame for a request in flight) or `service` and `op` both strings. Every error
+// is bad_request.
+std::variant<Envelope, EnvelopeError> read_envelope(const json& head);
+
+// Where a request goes, found once: the service, its op (and whether it runs inline), the login
+// rule. Valid as long as the dispatcher.
+struct Route {
+  Service* service = nullptr;
+  std::string_view service_name;  // the service's own name()
+  OpRef op;
+  bool needs_login = false;
+  Counter* ops_total = nullptr;
+};
 
 class Dispatcher {
  public:
@@ -30,10 +63,17 @@ class Dispatcher {
   const std::vector<std::unique_ptr<Service>>& services() const noexcept { return services_; }
   bool needs_login(std::string_view service) const;
 
-  // Never throws: exceptions from the service become `internal` (logged) or their Error code.
-  awaitable<Outcome> dispatch(Call& call);
-  // The same for an op the service runs inline (Service::is_inline), without a coroutine.
-  Outcome dispatch_inline(Call& call);
+  // The route of a request for `op` of `service` from a client that is `logged_in` or not, or
+  // the refusal to send it (unknown_service, unknown_op, unauthenticated). Counts the request
+  // when it is routed.
+  std::variant<Route, Outcome> route(std::string_view service, std::string_view op,
+                                     bool logged_in);
+
+  // Run the routed op: call_inline() an inline one on the caller's stack, call() any in a
+  // coroutine. Never throw: exceptions from the service become `internal` (logged) or their
+  // Error code.
+  Outcome call_inline(const Route& route, Call& call);
+  awaitable<Outcome> call(const Route& route, Call& call);
 
   // {"service": ["op", ...], ...} for `hello`.
   json describe() const;
@@ -41,24 +81,21 @@ class Dispatcher {
   void count_error(errc code);
 
  private:
-  // What dispatch() needs of a service, found with one lookup by name per request.
-  struct Route {
+  // A registered service, with what route() needs of it: one lookup by name per request.
+  struct Entry {
     std::string_view name;  // the service's own name(), kept here: no virtual call per lookup
     Service* service;
     Counter* ops_total;
     bool needs_login;
   };
-  const Route* route(std::string_view name) const;
-  // The refusal of a call before its service sees it (unknown service or op, no login), if any;
-  // counts the call otherwise.
-  std::optional<Outcome> admit(const Route* route, Call& call);
+  const Entry* entry(std::string_view name) const;
   // The reply for an exception that escaped a handler.
   Outcome failure(std::exception_ptr error, Call& call);
 
   Metrics& metrics_;
   std::set<std::string, std::less<>> login_required_;
   std::vector<std::unique_ptr<Service>> services_;
-  std::vector<Route> routes_;
+  std::vector<Entry> entries_;
   std::map<errc, Counter*> errors_total_;
 };
 

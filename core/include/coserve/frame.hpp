@@ -3,7 +3,8 @@
 // then json_len bytes of a JSON object, then body_len raw bytes.
 //
 // FrameDecoder is a plain class with no I/O so it can be tested byte by byte: feed it bytes in
-// any split, take complete frames or errors out. Not thread-safe; one per connection.
+// any split, take complete frames or errors out. Not thread-safe; one per connection. Each JSON
+// part is parsed once, by nlohmann's parser, into the document the frame carries.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -28,47 +29,10 @@ struct FrameLimits {
   std::size_t max_body = 1024 * 1024;
 };
 
-// A request head read without building a JSON document: its text, and each member's key and
-// value as places in that text. Nearly every request is a flat object of plain strings,
-// integers, booleans and nulls; the session hands such a head to an inline op as it is, and the
-// op reads its fields with no document built (Call builds one only when asked for the whole).
-class FlatHead {
- public:
-  struct Member {
-    std::uint32_t key_at = 0, key_size = 0;
-    std::uint32_t text_at = 0, text_size = 0;  // a string's characters
-    json::value_t type = json::value_t::null;
-    bool boolean = false;
-    std::uint64_t magnitude = 0;  // an integer's absolute value; negative when type is integer
-  };
-
-  // Reads `text` when it is such an object of at most kMaxMembers members (the rule of
-  // detail::parse_flat_object); nullptr otherwise.
-  static std::shared_ptr<const FlatHead> parse(std::string_view text);
-
-  // The member named `key` (the last one when a key repeats, as in the document), or nullptr.
-  const Member* find(std::string_view key) const noexcept;
-  std::string_view string(const Member& member) const noexcept {
-    return std::string_view(text_).substr(member.text_at, member.text_size);
-  }
-  json value(const Member& member) const;
-  json to_json() const;
-
-  static constexpr std::size_t kMaxMembers = 8;
-
- private:
-  std::string text_;  // places, not views: a moved short string moves its characters
-  Member members_[kMaxMembers];
-  std::size_t count_ = 0;
-};
-
-// A decoded frame: its JSON object and its raw body. A decoder asked for flat heads sets `flat`
-// instead of `head` when it can (head is then null). A pointer, not a member: a frame waits in
-// the suspended reader of every idle connection.
+// A decoded frame: its JSON object and its raw body.
 struct Frame {
   json head;
   std::string body;
-  std::shared_ptr<const FlatHead> flat = nullptr;
   // The frame's size on the wire (header, JSON text and body), set by the decoders: what a
   // frame kept waiting in a call's inbox is charged against the inbound budgets.
   std::size_t wire_size = 0;
@@ -99,14 +63,15 @@ using OutFrame = std::shared_ptr<const EncodedFrame>;
 
 OutFrame encode_frame(const json& head, std::string body = {});
 
-// Encodes {"id": id, "<tag>": tag_value, ...fields} + body without building the merged object
-// (replies are {"id", "ok", ...} and stream events {"id", "event", ...}: this is the per-request
-// path). Fields named "id" or `tag` are left out; `fields` must be an object or null.
+// Encodes {"id": id, "<tag>": tag_value, ...fields} + body (replies are {"id", "ok", ...} and
+// stream events {"id", "event", ...}). `fields` (an object, or null for none) becomes the head
+// itself: pass it as an rvalue and no object is copied. Its own "id" or `tag` are replaced.
+// Key order on the wire is nlohmann's (sorted); clients parse JSON, so it is free.
 OutFrame encode_tagged(const json& id, std::string_view tag, const json& tag_value,
-                       const json& fields, std::string body = {});
+                       json fields, std::string body = {});
 // The same with the body sent from a file.
 OutFrame encode_tagged(const json& id, std::string_view tag, const json& tag_value,
-                       const json& fields, FileSlice file);
+                       json fields, FileSlice file);
 
 // A frame the decoder could not deliver. `id` is the request id when it could be read (so the
 // error reply can name the request), null otherwise. `fatal` means the byte stream can no
@@ -126,20 +91,9 @@ DecodeResult decode_whole_frame(std::string_view bytes, const FrameLimits& limit
 // Checks a JSON text as a frame head (a WebSocket text message is a JSON-only frame).
 DecodeResult decode_json_only(std::string_view text, const FrameLimits& limits);
 
-namespace detail {
-// The JSON part of most requests is one flat object of plain strings, integers, booleans and
-// nulls: this reads such a text several times faster than the general parser, giving the same
-// value. Anything else (escapes, non-ASCII, fractions, nesting, any error) gives nullopt, and
-// the caller parses the text in full.
-std::optional<json> parse_flat_object(std::string_view text);
-}  // namespace detail
-
 class FrameDecoder {
  public:
-  // `flat_heads`: a frame whose head is flat comes out with Frame::flat set (a server's
-  // requests); otherwise every head is a document (a client's replies, whole-frame tests).
-  explicit FrameDecoder(FrameLimits limits = {}, bool flat_heads = false)
-      : limits_(limits), flat_heads_(flat_heads) {}
+  explicit FrameDecoder(FrameLimits limits = {}) : limits_(limits) {}
 
   // Memory follows the bytes that have arrived, not the lengths a header claims (8 bytes can
   // claim a 1 MiB body): the buffer, or a large body being received, grows to at most twice
@@ -171,7 +125,6 @@ class FrameDecoder {
 
  private:
   FrameLimits limits_;
-  bool flat_heads_;
   std::unique_ptr<char[]> buffer_;  // not a string: growing it need not zero-fill
   std::size_t capacity_ = 0;
   std::size_t begin_ = 0;

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -53,17 +54,19 @@ struct Outcome {
 // One request in flight. Lives on the session's executor; valid until the handler returns.
 class Call {
  public:
-  // `state` outlives the call: the session keeps it until the handler has returned.
-  Call(Session& session, detail::CallState& state, Frame request);
+  // `state` outlives the call: the session keeps it until the handler has returned. `service`
+  // and `op` are the route's names (they outlive the call); `request` holds the parsed head.
+  Call(Session& session, detail::CallState& state, Frame request, std::string_view service,
+       std::string_view op);
   ~Call();
   Call(const Call&) = delete;
   Call& operator=(const Call&) = delete;
 
-  // The whole request as a document (built on first use when the head was read flat).
-  const json& request() const;
+  // The whole request: the JSON object the frame's head was parsed into.
+  const json& request() const noexcept { return request_.head; }
   const json& id() const noexcept;
-  std::string_view service() const;
-  std::string_view op() const;
+  std::string_view service() const noexcept { return service_; }
+  std::string_view op() const noexcept { return op_; }
   // The request's body; handlers may move it out.
   std::string& body() noexcept { return request_.body; }
 
@@ -71,7 +74,8 @@ class Call {
   // of the wrong type.
   template <class T>
   T get(std::string_view key) const;
-  // An optional field; the fallback when absent (still bad_request when of the wrong type).
+  // An optional field; the fallback when absent or null (still bad_request when of the wrong
+  // type).
   template <class T>
   T get_or(std::string_view key, T fallback) const;
 
@@ -98,19 +102,11 @@ class Call {
  private:
   Session& session_;
   detail::CallState& state_;
-  mutable Frame request_;  // mutable: request() builds the document of a flat head on demand
+  Frame request_;
+  std::string_view service_, op_;
   // A field's value as T, or Error(bad_request) naming `key`.
   template <class T>
   static T field_as(const json& value, std::string_view key);
-  // The head read flat and no document built yet: fields are read from `flat`.
-  const FlatHead* flat() const noexcept {
-    return request_.flat && request_.head.is_null() ? &*request_.flat : nullptr;
-  }
-  template <class T>
-  static T flat_field_as(const FlatHead& head, const FlatHead::Member& member,
-                         std::string_view key);
-  // Into the request, looked up once: dispatching asks for them several times.
-  std::string_view service_, op_;
 };
 
 // A raw listener a service serves (echo's byte echo, chat's line mode): its config key
@@ -122,18 +118,27 @@ struct ListenerSpec {
   std::string_view default_address;
 };
 
+// An op as the dispatcher finds it: its name (the service's own, valid as long as the service),
+// its place in the service's table, and whether it runs inline (see Op).
+struct OpRef {
+  std::string_view name;
+  std::size_t index = 0;
+  bool is_inline = false;
+};
+
 // The type-erased interface the dispatcher routes to. Most services derive from BasicService.
 class Service {
  public:
   virtual ~Service() = default;
   virtual std::string_view name() const = 0;
   virtual std::vector<std::string_view> op_names() const = 0;
-  virtual bool has_op(std::string_view op) const = 0;
-  // True for an inline op (see Op): handle_inline() runs it, on the connection's reader.
-  virtual bool is_inline(std::string_view /*op*/) const { return false; }
-  virtual Outcome handle_inline(std::string_view op, Call& call);
-  // Runs any op, inline ones included, in a coroutine.
-  virtual awaitable<Outcome> handle(std::string_view op, Call& call) = 0;
+  // The op named `op`, or nullopt.
+  virtual std::optional<OpRef> find_op(std::string_view op) const = 0;
+  bool has_op(std::string_view op) const { return find_op(op).has_value(); }
+  // Runs the op at `index`, an inline one (OpRef::is_inline), on the connection's reader.
+  virtual Outcome run_inline(std::size_t index, Call& call) = 0;
+  // Runs the op at `index`, inline ones included, in a coroutine.
+  virtual awaitable<Outcome> run(std::size_t index, Call& call) = 0;
   // Raw listeners this service serves (e.g. echo's TCP/UDP/Unix byte echo). Optional.
   virtual void add_listeners(Listeners&) {}
   // The server is shutting down: stop timers and background work so the runtime can end.
@@ -177,31 +182,30 @@ class BasicService : public Service {
     for (auto& o : Derived::ops()) names.push_back(o.name);
     return names;
   }
-  bool has_op(std::string_view name) const final {
-    for (auto& o : Derived::ops())
-      if (o.name == name) return true;
-    return false;
+  std::optional<OpRef> find_op(std::string_view name) const final {
+    const auto& ops = ops_table();
+    for (std::size_t i = 0; i < ops.size(); ++i)
+      if (ops[i].name == name) return OpRef{ops[i].name, i, ops[i].function != nullptr};
+    return std::nullopt;
   }
-  bool is_inline(std::string_view name) const final {
-    for (auto& o : Derived::ops())
-      if (o.name == name) return o.function != nullptr;
-    return false;
+  Outcome run_inline(std::size_t index, Call& call) final {
+    const auto& o = ops_table().at(index);
+    if (!o.function) throw std::logic_error("op '" + std::string(o.name) + "' is not inline");
+    return (self()->*o.function)(call);
   }
-  Outcome handle_inline(std::string_view name, Call& call) final {
-    for (auto& o : Derived::ops())
-      if (o.name == name && o.function) return (self()->*o.function)(call);
-    return Service::handle_inline(name, call);
-  }
-  awaitable<Outcome> handle(std::string_view name, Call& call) final {
-    for (auto& o : Derived::ops()) {
-      if (o.name != name) continue;
-      if (o.coroutine) return (self()->*o.coroutine)(call);
-      return run_function(o.function, call);
-    }
-    throw Error(errc::unknown_op, "unknown op '" + std::string(name) + "'");
+  awaitable<Outcome> run(std::size_t index, Call& call) final {
+    const auto& o = ops_table().at(index);
+    if (o.coroutine) return (self()->*o.coroutine)(call);
+    return run_function(o.function, call);
   }
 
  private:
+  // The table, made once (ops() builds it by value). In a function: Derived is complete only
+  // where a member is used, not where BasicService<Derived> is instantiated.
+  static const auto& ops_table() noexcept {
+    static constexpr auto table = Derived::ops();
+    return table;
+  }
   Derived* self() noexcept { return static_cast<Derived*>(this); }
   awaitable<Outcome> run_function(Outcome (Derived::*function)(Call&), Call& call) {
     co_return (self()->*function)(call);
@@ -229,11 +233,6 @@ bool json_is(const json& v) {
 
 template <class T>
 T Call::get(std::string_view key) const {
-  if (auto* head = flat()) {
-    auto* member = head->find(key);
-    if (!member) throw Error(errc::bad_request, "missing field '" + std::string(key) + "'");
-    return flat_field_as<T>(*head, *member, key);
-  }
   auto it = request_.head.find(key);
   if (it == request_.head.end())
     throw Error(errc::bad_request, "missing field '" + std::string(key) + "'");
@@ -242,25 +241,9 @@ T Call::get(std::string_view key) const {
 
 template <class T>
 T Call::get_or(std::string_view key, T fallback) const {
-  if (auto* head = flat()) {
-    auto* member = head->find(key);
-    if (!member || member->type == json::value_t::null) return fallback;
-    return flat_field_as<T>(*head, *member, key);
-  }
   auto it = request_.head.find(key);
   if (it == request_.head.end() || it->is_null()) return fallback;
   return field_as<T>(*it, key);
-}
-
-template <class T>
-T Call::flat_field_as(const FlatHead& head, const FlatHead::Member& member,
-                      std::string_view key) {
-  // A string straight from the text; anything else through its one-value document, so the
-  // checks and messages are the document path's.
-  if constexpr (std::is_same_v<T, std::string>) {
-    if (member.type == json::value_t::string) return std::string(head.string(member));
-  }
-  return field_as<T>(head.value(member), key);
 }
 
 template <class T>

@@ -36,6 +36,7 @@ namespace coserve {
 class Dispatcher;
 class Metrics;
 class Session;
+struct Route;
 
 struct SessionLimits {
   std::size_t out_queue_bytes = 4 * 1024 * 1024;
@@ -151,12 +152,13 @@ class Session : private SessionClock::Ticking {
   void on_tick(SessionClock::clock::time_point now) override;
   // Ends the read loop without closing the connection, so the last frames can still go out.
   void stop_reading();
+  // A frame from the client: its envelope is read once (read_envelope), then it goes to the
+  // inbox of its call, or is routed once and runs.
   void on_frame(Frame frame);
   void on_decode_error(DecodeError error);
-  awaitable<void> run_call(std::shared_ptr<detail::CallState> state, Frame request);
+  awaitable<void> run_call(std::shared_ptr<detail::CallState> state, Route route, Frame request);
   // Requests for inline ops (plain-function handlers) run on the reader, without a coroutine.
-  bool is_inline(const Frame& frame) const;
-  void run_inline(Frame request);
+  void run_inline(const Route& route, json id, Frame request);
   void finish_call(const detail::CallState& state, Outcome outcome);
   void reply_error(const json& id, errc code, std::string message,
                    json details = json::object());

@@ -41,7 +41,7 @@ class StreamTransport final : public Transport {
  public:
   StreamTransport(Socket socket, FrameLimits limits, Metrics& metrics)
       : socket_(std::move(socket)),
-        decoder_(limits, /*flat_heads=*/true),
+        decoder_(limits),
         metrics_(metrics),
         executor_(socket_.get_executor()),
         peer_(peer_name(socket_)) {
