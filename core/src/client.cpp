@@ -1,5 +1,7 @@
 #include "coserve/client.hpp"
 
+#include <stdexcept>
+#include <string>
 #include <unordered_map>
 #include <variant>
 
@@ -31,8 +33,14 @@ struct Client::Pending {
 };
 
 struct Client::State : std::enable_shared_from_this<Client::State> {
-  explicit State(asio::any_io_executor ex, FrameLimits limits)
-      : executor(ex), decoder(limits), writer_wake(ex), push_wake(ex), inbox_space(ex) {}
+  State(asio::any_io_executor ex, FrameLimits limits, std::size_t out_limit)
+      : executor(ex),
+        decoder(limits),
+        out_limit(out_limit),
+        writer_wake(ex),
+        out_space(ex),
+        push_wake(ex),
+        inbox_space(ex) {}
   asio::any_io_executor executor;
   // Declared before `socket`: a TLS stream must not outlive its context.
   std::shared_ptr<asio::ssl::context> tls_context;
@@ -42,7 +50,20 @@ struct Client::State : std::enable_shared_from_this<Client::State> {
   std::int64_t next_id = 1;
   std::unordered_map<std::string, std::shared_ptr<Pending>> pending;
   std::deque<OutFrame> out;
+  std::size_t out_bytes = 0;  // queued in `out` or being written
+  const std::size_t out_limit;
   Signal writer_wake;
+  Signal out_space;
+
+  void enqueue(OutFrame frame) {
+    if (out_bytes > out_limit)
+      throw std::length_error("coserve client: " + std::to_string(out_bytes) +
+                              " bytes already wait to be sent (the limit is " +
+                              std::to_string(out_limit) + "): await Client::room() first");
+    out_bytes += frame->size();
+    out.push_back(std::move(frame));
+    writer_wake.notify();
+  }
   std::deque<Frame> pushes;
   Signal push_wake;
   std::size_t inbox_bytes = 0;  // see kInboxLimitBytes
@@ -64,6 +85,7 @@ struct Client::State : std::enable_shared_from_this<Client::State> {
         if (p->wake) p->wake->notify();
       self->push_wake.notify();
       self->writer_wake.notify();
+      self->out_space.notify();
       self->inbox_space.notify();
     });
   }
@@ -97,8 +119,8 @@ awaitable<void> read_loop(std::shared_ptr<Client::State> st, Socket& socket);
 
 }  // namespace
 
-Client::Client(asio::any_io_executor executor, FrameLimits limits)
-    : state_(std::make_shared<State>(executor, limits)) {}
+Client::Client(asio::any_io_executor executor, FrameLimits limits, std::size_t out_queue_limit)
+    : state_(std::make_shared<State>(executor, limits, out_queue_limit)) {}
 
 Client::~Client() { close(); }
 
@@ -127,6 +149,8 @@ awaitable<void> write_loop(std::shared_ptr<Client::State> st, Socket& socket) {
       if (!f->body.empty()) buffers.push_back(asio::buffer(f->body));
     }
     auto [ec, n] = co_await asio::async_write(socket, buffers, use_nothrow);
+    for (auto& f : batch) st->out_bytes -= f->size();
+    st->out_space.notify();
     batch.clear();
     if (ec) {
       st->close_socket();
@@ -241,18 +265,22 @@ awaitable<void> Client::connect_unix(std::string path) {
   start_loops<UnixSocket>(state_);
 }
 
-void Client::send_frame(OutFrame frame) {
-  state_->out.push_back(std::move(frame));
-  state_->writer_wake.notify();
+void Client::send_frame(OutFrame frame) { state_->enqueue(std::move(frame)); }
+
+awaitable<void> Client::room() {
+  while (state_->open && state_->out_bytes > state_->out_limit) co_await state_->out_space.wait();
 }
+
+std::size_t Client::queued_bytes() const noexcept { return state_->out_bytes; }
 
 Client::Stream Client::open(json request, std::string body) {
   if (!request.contains("id")) request["id"] = state_->next_id++;
+  auto frame = encode_frame(request, std::move(body));
   auto pending = std::make_shared<Pending>();
   pending->id = request["id"];
   pending->state = state_;
+  state_->enqueue(std::move(frame));  // first: a refused send leaves no request pending
   if (state_->open) state_->pending[pending->id.dump()] = pending;
-  send_frame(encode_frame(request, std::move(body)));
   Stream stream;
   stream.state_ = state_;
   stream.pending_ = std::move(pending);
@@ -301,8 +329,7 @@ awaitable<Frame> Client::Stream::next() {
 
 void Client::Stream::send(json fields, std::string body) {
   fields["id"] = pending_->id;
-  state_->out.push_back(encode_frame(fields, std::move(body)));
-  state_->writer_wake.notify();
+  state_->enqueue(encode_frame(fields, std::move(body)));
 }
 
 std::optional<std::string> error_code_of(const Frame& reply) {

@@ -5,6 +5,11 @@
 //
 // Threading: one executor; every member is called from it. Writes go through one writer
 // coroutine, so any number of coroutines may send at once.
+//
+// Bounds: frames wait in an out-queue of at most `out_queue_limit` bytes. A producer that may
+// outrun the connection (a flood, an upload without a window) awaits room() before sending;
+// a send that finds the queue over the limit throws std::length_error instead of growing it.
+// Bodies received but not yet taken hold the reader back past 16 MiB.
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -44,7 +49,10 @@ class Client {
   struct State;    // implementation detail, shared with the I/O loops
   struct Pending;  // implementation detail: one open request
 
-  explicit Client(asio::any_io_executor executor, FrameLimits limits = {1 << 20, 64 << 20});
+  static constexpr std::size_t kDefaultOutQueueLimit = 16 << 20;
+
+  explicit Client(asio::any_io_executor executor, FrameLimits limits = {1 << 20, 64 << 20},
+                  std::size_t out_queue_limit = kDefaultOutQueueLimit);
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
@@ -71,6 +79,7 @@ class Client {
     awaitable<Frame> next();
     bool done() const noexcept;
     // Sends a frame belonging to this request (upload data, acks): {"id", ...fields} + body.
+    // Throws std::length_error when the out-queue is over its limit (see room()).
     void send(json fields, std::string body = {});
 
    private:
@@ -79,14 +88,21 @@ class Client {
     std::shared_ptr<Pending> pending_;
   };
 
-  // Sends a request; an "id" is assigned when the request has none.
+  // Sends a request; an "id" is assigned when the request has none. Throws std::length_error
+  // when the out-queue is over its limit (see room()).
   Stream open(json request, std::string body = {});
   // Sends a request and returns its final reply, skipping events.
   awaitable<Frame> call(json request, std::string body = {});
   // The next frame that belongs to no open request.
   awaitable<Frame> next_push();
-  // Sends a frame as is (tests use it to break the protocol on purpose).
+  // Sends a frame as is (tests use it to break the protocol on purpose). Throws
+  // std::length_error when the out-queue is over its limit.
   void send_frame(OutFrame frame);
+  // Waits until the out-queue is under its limit (at once when it is, or when the connection
+  // is closed). Await it before each send where sends may outrun the network.
+  awaitable<void> room();
+  // Bytes waiting in the out-queue.
+  std::size_t queued_bytes() const noexcept;
 
  private:
   std::shared_ptr<State> state_;
