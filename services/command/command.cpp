@@ -233,6 +233,8 @@ json CommandService::defaults() {
       {"sandbox_bwrap", "/usr/bin/bwrap"},
       {"sandbox_setpriv", "/usr/bin/setpriv"},
       {"sandbox_network", false},
+      {"sandbox_proc", true},
+      {"sandbox_disable_userns", true},
       {"sandbox_tmp_bytes", 64 * 1024 * 1024},
       // What a program sees of the host, read-only: programs, libraries, and the /etc files
       // they need to start and to name users. Never the data dir, /etc/shadow or keys.

@@ -41,6 +41,8 @@ SandboxSettings SandboxSettings::from(const nlohmann::json& s, bool as_root) {
                         mode + "\"");
     out.bwrap = s.at("sandbox_bwrap").get<std::string>();
     out.network = s.at("sandbox_network").get<bool>();
+    out.proc = s.at("sandbox_proc").get<bool>();
+    out.disable_userns = s.at("sandbox_disable_userns").get<bool>();
     out.tmp_bytes = s.at("sandbox_tmp_bytes").get<std::uint64_t>();
     for (auto& p : s.at("sandbox_ro_paths")) {
       std::filesystem::path path = p.get<std::string>();
@@ -89,7 +91,8 @@ std::vector<std::string> Sandbox::wrap(const std::filesystem::path& program,
   } else {
     // Every namespace, a user namespace included; the program may not make more of those (a
     // large kernel attack surface it has no use for).
-    argv.insert(argv.end(), {"--unshare-all", "--unshare-user", "--disable-userns"});
+    argv.insert(argv.end(), {"--unshare-all", "--unshare-user"});
+    if (settings_.disable_userns) argv.push_back("--disable-userns");
     if (settings_.network) argv.push_back("--share-net");
   }
   // If the server dies, so does the sandbox (its PID namespace dies with its init).
@@ -119,7 +122,11 @@ std::vector<std::string> Sandbox::wrap(const std::filesystem::path& program,
     }
   }
   auto home = inner_home(run);
-  argv.insert(argv.end(), {"--proc", "/proc", "--dev", "/dev",
+  if (settings_.proc)
+    argv.insert(argv.end(), {"--proc", "/proc"});
+  else
+    argv.insert(argv.end(), {"--perms", "0555", "--dir", "/proc"});
+  argv.insert(argv.end(), {"--dev", "/dev",
                            "--perms", "1777", "--size", std::to_string(settings_.tmp_bytes),
                            "--tmpfs", "/tmp",
                            "--perms", "0755", "--dir", "/home",

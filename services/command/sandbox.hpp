@@ -48,6 +48,10 @@ struct SandboxSettings {
   // Set when the server runs as root: see Sandbox.
   std::optional<RunAs> run_as;
   bool network = false;
+  // Off only where the host's /proc is masked (Docker): no procfs can be mounted, and bwrap
+  // cannot write /proc/sys to forbid nested user namespaces. See docker/coserve.json.
+  bool proc = true;             // a /proc of the sandbox's own PID namespace (else an empty one)
+  bool disable_userns = true;   // the program may not make user namespaces of its own
   std::uint64_t tmp_bytes = 64ull << 20;
   std::vector<std::filesystem::path> ro_paths;
 

@@ -150,6 +150,15 @@ TEST_CASE("sandbox: bubblewrap shows the home, the system read-only and nothing 
   CHECK(has_sequence(as_root, {"--", "/usr/bin/setpriv", "--reuid", nobody}));
   CHECK(has_sequence(as_root, {"--bounding-set=-all", "--", "/usr/bin/ls", "-l"}));
 
+  // A container whose /proc is masked: an empty /proc, nested user namespaces not forbidden.
+  auto masked = CommandService::defaults();
+  masked["sandbox_proc"] = false;
+  masked["sandbox_disable_userns"] = false;
+  auto in_container = Sandbox(SandboxSettings::from(masked, false)).wrap("/usr/bin/ls", {}, run);
+  CHECK(find_word(in_container, "--proc") == std::string::npos);
+  CHECK(has_sequence(in_container, {"--dir", "/proc"}));
+  CHECK(find_word(in_container, "--disable-userns") == std::string::npos);
+
   settings_json["sandbox_network"] = true;
   CHECK(find_word(Sandbox(SandboxSettings::from(settings_json, false)).wrap("/usr/bin/ls", {}, run),
                   "--share-net") != std::string::npos);
