@@ -14,16 +14,16 @@
 
 #include "assets.hpp"
 #include "coserve/connections.hpp"
-#include "coserve/dispatcher.hpp"
+#include "session/dispatcher.hpp"
 #include "coserve/listeners.hpp"
 #include "coserve/log.hpp"
 #include "coserve/metrics.hpp"
 #include "coserve/runtime.hpp"
 #include "coserve/session.hpp"
-#include "coserve/stream_transport.hpp"
+#include "transport/stream_transport.hpp"
 #include "coserve/version.hpp"
 #include "origin.hpp"
-#include "ws_transport.hpp"
+#include "transport/ws_transport.hpp"
 
 #ifndef COSERVE_WEB_CONSOLE_DIR
 #define COSERVE_WEB_CONSOLE_DIR "web/console"

@@ -4,7 +4,6 @@
 
 #include "auth/auth.hpp"
 #include "chat/line.hpp"
-#include "coserve/dispatcher.hpp"
 #include "coserve/listeners.hpp"
 #include "coserve/runtime.hpp"
 #include "coserve/session.hpp"

@@ -11,7 +11,6 @@
 #include <boost/asio/write.hpp>
 
 #include "coserve/log.hpp"
-#include "coserve/stream_transport.hpp"
 
 namespace coserve::chat {
 namespace {

@@ -24,7 +24,6 @@
 #include "command/argv_split.hpp"
 #include "command/process_v2.hpp"
 #include "jail/path_jail.hpp"
-#include "coserve/dispatcher.hpp"
 #include "coserve/log.hpp"
 #include "coserve/offload.hpp"
 #include "coserve/runtime.hpp"

@@ -55,21 +55,9 @@ class LineClient {
   std::vector<std::string> messages_;
 };
 
-// JSON objects are built by these variadic helpers, not braced lists: GCC 12 cannot keep an
-// initializer_list alive across a co_await in the same expression ("array used as initializer").
-inline void put_fields(json&) {}
-template <class V, class... Rest>
-void put_fields(json& j, const char* key, V&& value, Rest&&... rest) {
-  j[key] = std::forward<V>(value);
-  put_fields(j, std::forward<Rest>(rest)...);
-}
 template <class... A>
 json req(std::string op, A&&... fields) {
-  json j = json::object();
-  put_fields(j, std::forward<A>(fields)...);
-  j["service"] = "chat";
-  j["op"] = std::move(op);
-  return j;
+  return test::make_request("chat", std::move(op), std::forward<A>(fields)...);
 }
 
 awaitable<Frame> ok(Client& c, json request) {

@@ -41,21 +41,9 @@ struct Fixture {
   std::filesystem::path home(const std::string& user) const { return dir.path() / "homes" / user; }
 };
 
-// JSON objects are built by these variadic helpers, not braced lists: GCC 12 cannot keep an
-// initializer_list alive across a co_await in the same expression ("array used as initializer").
-inline void put_fields(json&) {}
-template <class V, class... Rest>
-void put_fields(json& j, const char* key, V&& value, Rest&&... rest) {
-  j[key] = std::forward<V>(value);
-  put_fields(j, std::forward<Rest>(rest)...);
-}
 template <class... A>
 json cmd(std::string op, A&&... fields) {
-  json j = json::object();
-  put_fields(j, std::forward<A>(fields)...);
-  j["service"] = "command";
-  j["op"] = std::move(op);
-  return j;
+  return test::make_request("command", std::move(op), std::forward<A>(fields)...);
 }
 template <class... S>
 json args(S&&... words) {

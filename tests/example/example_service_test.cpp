@@ -10,6 +10,7 @@
 
 #include "coserve/client.hpp"
 #include "coserve/server.hpp"
+#include "in_process_server.hpp"
 #include "test_support.hpp"
 #include "timer_service.hpp"
 
@@ -18,36 +19,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// The server on a thread of its own, stopped and joined at scope exit.
-class InProcessServer {
- public:
-  explicit InProcessServer(std::vector<std::string> sets = {}) {
-    Registry registry;
-    registry.add<example::TimerService>();
-    Config config;
-    registry.add_defaults(config);
-    config.data_dir = dir_.path();
-    // Only core's listener and the registered services' own exist: none of echo's or chat's.
-    for (auto s : {"listeners.framed=127.0.0.1:0", "server.workers=2"}) config.set(s);
-    for (auto& s : sets) config.set(s);
-    server_ = std::make_unique<Server>(std::move(config), registry);
-    thread_ = std::thread([this] { server_->run(); });
-  }
-  ~InProcessServer() {
-    server_->stop();
-    thread_.join();
-  }
-  std::string port(const std::string& listener = "framed") const {
-    auto a = server_->bound()[listener].get<std::string>();
-    return a.substr(a.rfind(':') + 1);
-  }
-  json bound() const { return server_->bound(); }
-
- private:
-  test::TempDir dir_;
-  std::unique_ptr<Server> server_;
-  std::thread thread_;
-};
+using InProcessServer = test::InProcessServer<example::TimerService>;
 
 }  // namespace
 

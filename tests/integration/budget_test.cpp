@@ -17,6 +17,7 @@
 #include "coserve/metrics.hpp"
 #include "coserve/server.hpp"
 #include "coserve/service.hpp"
+#include "in_process_server.hpp"
 #include "test_support.hpp"
 
 using namespace coserve;
@@ -265,35 +266,7 @@ class HoldService final : public BasicService<HoldService> {
   }
 };
 
-class InProcessServer {
- public:
-  explicit InProcessServer(std::vector<std::string> sets) {
-    Registry registry;
-    registry.add<HoldService>();
-    Config config;
-    registry.add_defaults(config);
-    config.data_dir = dir_.path();
-    // Only core's listener and the registered services' own exist: none of echo's or chat's.
-    for (auto s : {"listeners.framed=127.0.0.1:0", "server.workers=2"}) config.set(s);
-    for (auto& s : sets) config.set(s);
-    server_ = std::make_unique<Server>(std::move(config), registry);
-    thread_ = std::thread([this] { server_->run(); });
-  }
-  ~InProcessServer() {
-    server_->stop();
-    thread_.join();
-  }
-  std::string port() const {
-    auto a = server_->bound()["framed"].get<std::string>();
-    return a.substr(a.rfind(':') + 1);
-  }
-  Metrics& metrics() { return server_->metrics(); }
-
- private:
-  test::TempDir dir_;
-  std::unique_ptr<Server> server_;
-  std::thread thread_;
-};
+using InProcessServer = test::InProcessServer<HoldService>;
 
 std::string hold(int id) {
   return frame_bytes(R"({"id":)" + std::to_string(id) +

@@ -118,4 +118,22 @@ T run(awaitable<T> body, std::chrono::milliseconds timeout = std::chrono::second
 // Waits on the current executor.
 awaitable<void> sleep_for(std::chrono::milliseconds duration);
 
+// A request object {"service", "op", key: value...} built by these variadic helpers, not a
+// braced list: GCC 12 cannot keep an initializer_list alive across a co_await in the same
+// expression ("array used as initializer").
+inline void put_fields(json&) {}
+template <class V, class... Rest>
+void put_fields(json& j, const char* key, V&& value, Rest&&... rest) {
+  j[key] = std::forward<V>(value);
+  put_fields(j, std::forward<Rest>(rest)...);
+}
+template <class... A>
+json make_request(std::string service, std::string op, A&&... fields) {
+  json j = json::object();
+  put_fields(j, std::forward<A>(fields)...);
+  j["service"] = std::move(service);
+  j["op"] = std::move(op);
+  return j;
+}
+
 }  // namespace coserve::test

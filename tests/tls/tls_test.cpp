@@ -18,7 +18,7 @@
 #include <openssl/ssl.h>
 
 #include "coserve/client.hpp"
-#include "coserve/tls.hpp"
+#include "net/tls.hpp"
 #include "test_pki.hpp"
 #include "test_support.hpp"
 

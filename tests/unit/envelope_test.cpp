@@ -2,7 +2,7 @@
 // one (Dispatcher::route), each with the error codes of docs/protocol.md.
 #include <catch2/catch.hpp>
 
-#include "coserve/dispatcher.hpp"
+#include "session/dispatcher.hpp"
 #include "coserve/metrics.hpp"
 
 using namespace coserve;

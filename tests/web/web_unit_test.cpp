@@ -12,7 +12,7 @@
 #include "test_support.hpp"
 #include "web/assets.hpp"
 #include "web/origin.hpp"
-#include "web/ws_transport.hpp"
+#include "transport/ws_transport.hpp"
 
 using coserve::web::asset_path;
 using coserve::web::content_type;

@@ -1,5 +1,5 @@
 #pragma once
-// Common aliases so headers stay short. Asio and Beast are compiled once (src/asio_impl.cpp).
+// Common aliases so headers stay short. Asio and Beast are compiled once (runtime/asio_impl.cpp).
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>

@@ -1,7 +1,7 @@
 #pragma once
 // One timer per io_context drives the periodic checks of every session on it (idle and write
 // timeouts, a transport's keep-alive), instead of a timer and a watchdog coroutine per session:
-// an idle session then holds no pending operation but its read (~2 KiB less per connection).
+// an idle session then holds no pending operation but its read, and less memory.
 //
 // Threading: an Asio service of one io_context; add, remove and the ticks all happen on that
 // context's thread. The timer runs only while something is registered, so a context with no

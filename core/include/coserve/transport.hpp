@@ -1,6 +1,8 @@
 #pragma once
-// A transport moves whole frames. TCP, Unix stream and WebSocket connections all look the same
-// to a Session through this interface.
+// A transport moves whole frames. TCP, Unix stream, TLS and WebSocket connections all look the
+// same to a Session through this interface; core's transports are in core/transport/
+// (StreamTransport<Socket> for the byte streams, BasicWsTransport for WebSocket), and
+// tests/support/memory_transport.hpp is one with no socket at all.
 //
 // Threading: one reader and one writer may run concurrently (the session's reader and writer
 // coroutines); two reads or two writes may not. All calls happen on the session's executor.
@@ -47,8 +49,5 @@ class Transport {
   virtual std::string_view kind() const = 0;  // "tcp", "unix", "tls", "ws"
 };
 
-// Framed protocol over a byte stream (TCP or Unix stream socket).
-template <class Socket>
-class StreamTransport;
 
 }  // namespace coserve

@@ -1,6 +1,6 @@
-#include "coserve/core_service.hpp"
+#include "session/core_service.hpp"
 
-#include "coserve/dispatcher.hpp"
+#include "session/dispatcher.hpp"
 #include "coserve/session.hpp"
 #include "coserve/version.hpp"
 

@@ -12,7 +12,7 @@
 #include <boost/asio/write.hpp>
 
 #include "coserve/signal.hpp"
-#include "coserve/tls.hpp"
+#include "net/tls.hpp"
 
 namespace coserve {
 

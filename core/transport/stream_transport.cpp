@@ -1,4 +1,4 @@
-#include "coserve/stream_transport.hpp"
+#include "transport/stream_transport.hpp"
 
 namespace coserve {
 

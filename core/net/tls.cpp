@@ -1,4 +1,4 @@
-#include "coserve/tls.hpp"
+#include "net/tls.hpp"
 
 #include <fcntl.h>
 #include <openssl/err.h>

@@ -1,4 +1,4 @@
-#include "ws_transport.hpp"
+#include "transport/ws_transport.hpp"
 
 #include <array>
 #include <optional>

@@ -16,15 +16,15 @@
 
 #include "coserve/access.hpp"
 #include "coserve/connections.hpp"
-#include "coserve/core_service.hpp"
-#include "coserve/dispatcher.hpp"
+#include "session/core_service.hpp"
+#include "session/dispatcher.hpp"
 #include "coserve/listeners.hpp"
 #include "coserve/log.hpp"
 #include "coserve/metrics.hpp"
 #include "coserve/runtime.hpp"
 #include "coserve/session.hpp"
-#include "coserve/stream_transport.hpp"
-#include "coserve/tls.hpp"
+#include "transport/stream_transport.hpp"
+#include "net/tls.hpp"
 #include "coserve/version.hpp"
 
 namespace coserve {

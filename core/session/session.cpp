@@ -8,7 +8,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/this_coro.hpp>
 
-#include "coserve/dispatcher.hpp"
+#include "session/dispatcher.hpp"
 #include "coserve/log.hpp"
 #include "coserve/metrics.hpp"
 

@@ -1,4 +1,4 @@
-#include "coserve/dispatcher.hpp"
+#include "session/dispatcher.hpp"
 
 #include <stdexcept>
 
