@@ -8,6 +8,7 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -16,6 +17,7 @@
 #include <optional>
 #include <sstream>
 #include <stdexcept>
+#include <vector>
 #include <string_view>
 
 namespace {
@@ -67,7 +69,8 @@ table:
     --check 'TITLE|NAME_A/NAME_B:METRIC>=0.90'   ratio of a metric between two named runs
     --check 'TITLE|NAME:METRIC<=10'              one run's metric against a bound
     --check 'TITLE|NAME:METRIC'                  informational: the value, no bound
-  The msgs/s column holds deliveries/s for chat-fanout and runs/s for command-true.
+  A run repeated under one name is checked by its median. The msgs/s column holds
+  deliveries/s for chat-fanout and runs/s for command-true.
   --strict makes a failed check exit with status 3.
 )";
 
@@ -230,13 +233,26 @@ int print_table(const std::string& results_file, const std::string& machine, con
   std::ifstream in(results_file);
   if (!in) throw std::runtime_error("cannot read " + results_file);
   std::vector<Json> rows;
-  std::map<std::string, Json> by_name;  // a rerun with the same name replaces the earlier one
+  std::map<std::string, std::vector<Json>> by_name;  // the repeats of each named run
   for (std::string line; std::getline(in, line);) {
     if (line.empty() || line.front() != '{') continue;
     auto r = Json::parse(line);
     rows.push_back(r);
-    by_name[r.value("name", "")] = r;
+    by_name[r.value("name", "")].push_back(r);
   }
+  // A check compares medians: one unlucky run (a time slice lost to another process) does not
+  // decide it. nullopt when no run of that name reported the metric.
+  auto median = [&](const std::string& name, const std::string& metric) -> std::optional<double> {
+    auto it = by_name.find(name);
+    if (it == by_name.end()) return std::nullopt;
+    std::vector<double> values;
+    for (const auto& r : it->second)
+      if (r.contains(metric)) values.push_back(num(r, metric.c_str()));
+    if (values.empty()) return std::nullopt;
+    std::sort(values.begin(), values.end());
+    const std::size_t mid = values.size() / 2;
+    return values.size() % 2 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
+  };
 
   if (!machine.empty()) std::cout << "Machine: " << machine << "\n\n";
   std::cout << "| run | scenario | conns | size B | msgs/s | p50 µs | p99 µs | MB/s | KiB/conn | errors | notes |\n"
@@ -254,14 +270,10 @@ int print_table(const std::string& results_file, const std::string& machine, con
   std::cout << "\n| target | measured | required | result |\n|---|--:|--:|---|\n";
   for (const auto& spec : checks) {
     Check c = parse_check(spec);
-    std::optional<double> value;
-    auto a = by_name.find(c.a);
-    if (a != by_name.end() && a->second.contains(c.metric)) {
-      if (c.b.empty()) {
-        value = num(a->second, c.metric.c_str());
-      } else if (auto b = by_name.find(c.b); b != by_name.end() && num(b->second, c.metric.c_str()) > 0) {
-        value = num(a->second, c.metric.c_str()) / num(b->second, c.metric.c_str());
-      }
+    std::optional<double> value = median(c.a, c.metric);
+    if (value && !c.b.empty()) {
+      auto b = median(c.b, c.metric);
+      value = b && *b > 0 ? std::optional<double>(*value / *b) : std::nullopt;
     }
     if (c.op.empty()) {  // informational: no bound, never fails
       std::string shown = !value ? "n/a" : *value >= 1000 ? fmt("%.0f", *value) : fmt("%.3g", *value);

@@ -413,7 +413,7 @@ awaitable<std::unique_ptr<WsTransport>> WebService::Impl::serve_http(
         auto early = buffer.cdata();
         std::string early_bytes(static_cast<const char*>(early.data()), early.size());
         auto transport = std::make_unique<WsTransport>(
-            PrefixedStream<beast::tcp_stream>(std::move(early_bytes), stream.release_socket()),
+            PrefixedStream<tcp::socket>(std::move(early_bytes), stream.release_socket()),
             peer, ws_settings, metrics, ws_counters, stopping);
         // Beast answers 101 (bounded by ws_handshake_timeout_ms).
         auto accept_ec = co_await transport->accept(req);

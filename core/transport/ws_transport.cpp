@@ -20,9 +20,11 @@ namespace websocket = beast::websocket;
 // How long the closing handshake may take before the socket is simply closed. Beast bounds it
 // with its handshake timeout, which after the opening handshake only the closing one uses.
 constexpr auto kCloseDeadline = std::chrono::seconds(2);
-// The read buffer is kept between messages up to this capacity (no allocation per message);
-// one grown by a larger message is released.
+// The read buffer is kept between messages of a busy connection up to this capacity (no
+// allocation per message); one grown by a larger message is released.
 constexpr std::size_t kKeepReadBuffer = 16 * 1024;
+// A message's first bytes: what an idle connection's pending read holds (see run_reader).
+constexpr std::size_t kFirstRead = 128;
 
 const std::string kServerHeader = std::string("coserve/") + kVersion;
 
@@ -48,6 +50,7 @@ struct BasicWsTransport<NextLayer>::Impl {
 
   // --- the reader (reader()) hands decoded frames to read() ---
   beast::flat_buffer in;                // the message being read, reused
+  std::array<char, kFirstRead> first;   // the idle read's buffer (see run_reader)
   std::optional<DecodeResult> ready;    // decoded, not yet taken by read()
   bool reader_ended = false;            // no more messages: the stream failed or closed
   bool reader_waiting = false;          // the reader waits for `ready` to be taken
@@ -62,7 +65,7 @@ struct BasicWsTransport<NextLayer>::Impl {
 
   void close_socket() {
     error_code ignored;
-    auto& socket = beast::get_lowest_layer(ws).socket();
+    auto& socket = beast::get_lowest_layer(ws);
     socket.shutdown(asio::socket_base::shutdown_both, ignored);
     socket.close(ignored);
   }
@@ -96,8 +99,21 @@ namespace {
 template <class Impl>
 awaitable<void> run_reader(std::shared_ptr<Impl> impl) {
   auto& s = *impl;
+  const std::size_t max = s.ws.read_message_max();
   while (!s.closed) {
-    auto [ec, n] = co_await s.ws.async_read(s.in, use_nothrow);
+    // The wait for a message reads into a small fixed buffer: a whole-message read would
+    // prepare a dynamic buffer of Beast's read size (1.5 KiB) before anything arrives, and an
+    // idle connection would hold it. The rest of the message, if any, goes into `in` (Beast
+    // enforces read_message_max over the reads of a message).
+    auto [ec, n] = co_await s.ws.async_read_some(asio::buffer(s.first), use_nothrow);
+    if (!ec) {
+      auto to = s.in.prepare(n);
+      asio::buffer_copy(to, asio::buffer(s.first.data(), n));
+      s.in.commit(n);
+    }
+    while (!ec && !s.ws.is_message_done()) {
+      std::tie(ec, n) = co_await s.ws.async_read_some(s.in, max - s.in.size(), use_nothrow);
+    }
     if (ec) {
       if (ec != websocket::error::closed && ec != asio::error::operation_aborted)
         log::debug("ws: read ended: {}", ec.message());
@@ -253,7 +269,7 @@ void BasicWsTransport<NextLayer>::close() {
   stop_reading();
   s.closed = true;
   if (s.reader_waiting) s.taken.notify();  // a frame nobody takes: the reader ends
-  if (!beast::get_lowest_layer(s.ws).socket().is_open()) return;
+  if (!beast::get_lowest_layer(s.ws).is_open()) return;
   if (s.writing) {
     // A write stuck on a slow peer cannot be followed by a close frame.
     s.close_socket();
@@ -276,6 +292,6 @@ void BasicWsTransport<NextLayer>::close() {
   });
 }
 
-template class BasicWsTransport<PrefixedStream<beast::tcp_stream>>;
+template class BasicWsTransport<PrefixedStream<asio::ip::tcp::socket>>;
 
 }  // namespace coserve::web

@@ -28,7 +28,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/beast/core/bind_handler.hpp>
 #include <boost/beast/core/role.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/websocket/teardown.hpp>
@@ -117,9 +117,12 @@ class PrefixedStream {
   std::size_t offset_ = 0;
 };
 
-// A WebSocket transport over `NextLayer` (PrefixedStream<beast::tcp_stream> today; a TLS
-// stream below the PrefixedStream for an HTTPS listener later). Defined for the layers
-// instantiated in ws_transport.cpp.
+// A WebSocket transport over `NextLayer` (PrefixedStream<tcp::socket> today; a TLS stream below
+// the PrefixedStream for an HTTPS listener later). The plain socket, not beast::tcp_stream:
+// Beast's websocket::stream keeps its own timer for the handshake, idle and close timeouts, so
+// a tcp_stream's two timers and its per-operation bookkeeping would be paid for nothing, on
+// every idle connection and every message. Defined for the layers instantiated in
+// ws_transport.cpp.
 template <class NextLayer>
 class BasicWsTransport final : public Transport {
  public:
@@ -155,6 +158,6 @@ class BasicWsTransport final : public Transport {
   std::string peer_;
 };
 
-using WsTransport = BasicWsTransport<PrefixedStream<boost::beast::tcp_stream>>;
+using WsTransport = BasicWsTransport<PrefixedStream<asio::ip::tcp::socket>>;
 
 }  // namespace coserve::web
