@@ -23,7 +23,7 @@ constexpr auto kCloseDeadline = std::chrono::seconds(2);
 // The read buffer is kept between messages of a busy connection up to this capacity (no
 // allocation per message); one grown by a larger message is released.
 constexpr std::size_t kKeepReadBuffer = 16 * 1024;
-// A message's first bytes: what an idle connection's pending read holds (see run_reader).
+// A message's first bytes: what an idle connection's pending read holds (see read_message).
 constexpr std::size_t kFirstRead = 128;
 
 const std::string kServerHeader = std::string("coserve/") + kVersion;
@@ -39,8 +39,7 @@ struct BasicWsTransport<NextLayer>::Impl {
         metrics(m),
         counters(c),
         server_stopping(stopping),
-        delivered(ws.get_executor()),
-        taken(ws.get_executor()) {}
+        delivered(ws.get_executor()) {}
 
   websocket::stream<NextLayer> ws;
   WsSettings settings;
@@ -48,15 +47,15 @@ struct BasicWsTransport<NextLayer>::Impl {
   WsCounters& counters;
   const std::atomic<bool>& server_stopping;
 
-  // --- the reader (reader()) hands decoded frames to read() ---
+  // --- the reader (read_message) hands decoded frames to read() ---
   beast::flat_buffer in;                // the message being read, reused
-  std::array<char, kFirstRead> first;   // the idle read's buffer (see run_reader)
+  std::array<char, kFirstRead> first;   // the idle read's buffer (see read_message)
   std::optional<DecodeResult> ready;    // decoded, not yet taken by read()
+  std::optional<DecodeResult> next;     // decoded while `ready` was still there: the reader
+  bool next_fatal = false;              //   pauses until read() takes `ready`
   bool reader_ended = false;            // no more messages: the stream failed or closed
-  bool reader_waiting = false;          // the reader waits for `ready` to be taken
   bool read_waiting = false;            // read() waits for a frame
   Signal delivered;                     // reader → read(): `ready` set, or reader_ended
-  Signal taken;                         // read() → reader: `ready` is free (or closing)
 
   bool reading_stopped = false;  // stop_reading(): read() returns nullopt from now on
   bool writing = false;          // write() is in flight
@@ -93,49 +92,81 @@ struct BasicWsTransport<NextLayer>::Impl {
 
 namespace {
 
-// The only reader of the stream: a message at a time, decoded, handed to read(). It also keeps
-// Beast reading (so pongs, pings and the peer's close frame are seen) while the session is busy
-// with the frame before, and ends when the stream fails or closes, or after a fatal frame.
+// The only reader of the stream: a message at a time, decoded, handed to read(). A chain of
+// Beast reads and their completion handlers rather than a coroutine of its own (the session's
+// reader is the connection's one reader coroutine), so an idle connection holds nothing but
+// Beast's pending read. It keeps Beast reading (so pongs, pings and the peer's close frame are
+// seen) while the session is busy with the frame before, reads ahead by one message at most
+// (then pauses until read() takes the frame before: at most two frames held), and ends when the
+// stream fails or closes, or after a fatal frame.
 template <class Impl>
-awaitable<void> run_reader(std::shared_ptr<Impl> impl) {
-  auto& s = *impl;
-  const std::size_t max = s.ws.read_message_max();
-  while (!s.closed) {
-    // The wait for a message reads into a small fixed buffer: a whole-message read would
-    // prepare a dynamic buffer of Beast's read size (1.5 KiB) before anything arrives, and an
-    // idle connection would hold it. The rest of the message, if any, goes into `in` (Beast
-    // enforces read_message_max over the reads of a message).
-    auto [ec, n] = co_await s.ws.async_read_some(asio::buffer(s.first), use_nothrow);
-    if (!ec) {
-      auto to = s.in.prepare(n);
-      asio::buffer_copy(to, asio::buffer(s.first.data(), n));
-      s.in.commit(n);
-    }
-    while (!ec && !s.ws.is_message_done()) {
-      std::tie(ec, n) = co_await s.ws.async_read_some(s.in, max - s.in.size(), use_nothrow);
-    }
-    if (ec) {
-      if (ec != websocket::error::closed && ec != asio::error::operation_aborted)
-        log::debug("ws: read ended: {}", ec.message());
-      break;
-    }
-    DecodeResult result = s.decode();
-    s.in.clear();
-    if (s.in.capacity() > kKeepReadBuffer) s.in.shrink_to_fit();
-    const bool fatal = std::holds_alternative<DecodeError>(result) &&
-                       std::get<DecodeError>(result).fatal;
-    while (s.ready && !s.closed) {
-      s.reader_waiting = true;
-      co_await s.taken.wait();
-      s.reader_waiting = false;
-    }
-    if (s.closed) break;
-    s.ready = std::move(result);
-    if (s.read_waiting) s.delivered.notify();
-    if (fatal) break;  // the session closes after its error reply: nothing more to read
-  }
+void read_message(const std::shared_ptr<Impl>& impl);
+
+template <class Impl>
+void end_reading(Impl& s) {
   s.reader_ended = true;
   if (s.read_waiting) s.delivered.notify();
+}
+
+template <class Impl>
+void deliver(const std::shared_ptr<Impl>& impl, DecodeResult result, bool fatal) {
+  auto& s = *impl;
+  s.ready = std::move(result);
+  if (s.read_waiting) s.delivered.notify();
+  if (fatal) {
+    end_reading(s);  // the session closes after its error reply: nothing more to read
+    return;
+  }
+  read_message(impl);
+}
+
+// Reads the rest of a message whose first bytes are in `in`, then decodes it.
+template <class Impl>
+void finish_message(const std::shared_ptr<Impl>& impl, error_code ec) {
+  auto& s = *impl;
+  if (!ec && !s.closed && !s.ws.is_message_done()) {
+    // Beast enforces read_message_max over all the reads of a message.
+    const std::size_t max = s.ws.read_message_max();
+    s.ws.async_read_some(s.in, max - std::min(max, s.in.size()),
+                         [impl](error_code ec, std::size_t) { finish_message(impl, ec); });
+    return;
+  }
+  if (ec || s.closed) {
+    if (ec && ec != websocket::error::closed && ec != asio::error::operation_aborted)
+      log::debug("ws: read ended: {}", ec.message());
+    end_reading(s);
+    return;
+  }
+  DecodeResult result = s.decode();
+  s.in.clear();
+  if (s.in.capacity() > kKeepReadBuffer) s.in.shrink_to_fit();
+  const bool fatal = std::holds_alternative<DecodeError>(result) &&
+                     std::get<DecodeError>(result).fatal;
+  if (s.ready) {
+    s.next = std::move(result);
+    s.next_fatal = fatal;
+    return;  // read() delivers it, and reads on, once it takes `ready`
+  }
+  deliver(impl, std::move(result), fatal);
+}
+
+template <class Impl>
+void read_message(const std::shared_ptr<Impl>& impl) {
+  auto& s = *impl;
+  if (s.closed) {
+    end_reading(s);
+    return;
+  }
+  // The wait for a message reads into a small fixed buffer: async_read would prepare 1.5 KiB
+  // of the dynamic buffer before anything arrives, and every idle connection would hold it.
+  s.ws.async_read_some(asio::buffer(s.first), [impl](error_code ec, std::size_t n) {
+    auto& s = *impl;
+    if (!ec) {
+      asio::buffer_copy(s.in.prepare(n), asio::buffer(s.first.data(), n));
+      s.in.commit(n);
+    }
+    finish_message(impl, ec);
+  });
 }
 
 // The closing handshake, holding the stream after the transport is gone. Beast sends the close
@@ -187,7 +218,7 @@ BasicWsTransport<NextLayer>::~BasicWsTransport() {
   if (!impl.closed) {
     impl.closed = true;
     impl.close_socket();
-    impl.taken.notify();
+    impl.next.reset();
   }
 }
 
@@ -202,9 +233,7 @@ awaitable<error_code> BasicWsTransport<NextLayer>::accept(const Request& req) {
   timeouts.idle_timeout = impl_->settings.idle_timeout;
   timeouts.keep_alive_pings = true;
   impl_->ws.set_option(timeouts);
-  asio::co_spawn(executor_, run_reader(impl_), [peer = peer_](std::exception_ptr e) {
-    if (e) log::error("ws {}: reader ended with an exception", peer);
-  });
+  read_message(impl_);
   co_return error_code{};
 }
 
@@ -216,7 +245,12 @@ awaitable<std::optional<DecodeResult>> BasicWsTransport<NextLayer>::read() {
     if (s.ready) {
       std::optional<DecodeResult> result = std::move(s.ready);
       s.ready.reset();
-      if (s.reader_waiting) s.taken.notify();
+      if (s.next) {
+        // The reader paused with the frame after this one: hand it over, read on.
+        DecodeResult next = std::move(*s.next);
+        s.next.reset();
+        deliver(impl_, std::move(next), s.next_fatal);
+      }
       co_return result;
     }
     if (s.reader_ended) co_return std::nullopt;
@@ -268,7 +302,7 @@ void BasicWsTransport<NextLayer>::close() {
   if (s.closed) return;
   stop_reading();
   s.closed = true;
-  if (s.reader_waiting) s.taken.notify();  // a frame nobody takes: the reader ends
+  s.next.reset();  // a frame nobody takes; a paused reader stays ended
   if (!beast::get_lowest_layer(s.ws).is_open()) return;
   if (s.writing) {
     // A write stuck on a slow peer cannot be followed by a close frame.

@@ -6,9 +6,10 @@
 // The WebSocket itself is Beast's websocket::stream: framing, masking, UTF-8 checks, control
 // frames (pongs, keep-alive pings, the closing handshake), timeouts and permessage-deflate are
 // its business. This transport adds the protocol's frame on top:
-// - one reader coroutine of its own is the only caller of the stream's async_read. It decodes
-//   each message into a frame and hands it to read(); it reads ahead by one message at most (a
-//   second frame waits until the first is taken), so it holds at most two frames.
+// - one reader, a chain of Beast reads and their handlers (not a coroutine: the session's reader
+//   is the connection's one reader coroutine), is the only caller of the stream's reads. It
+//   decodes each message into a frame and hands it to read(); it reads ahead by one message at
+//   most (a second frame waits until the first is taken), so it holds at most two frames.
 //   A Beast read cannot be cancelled without breaking the stream, so stop_reading() ends read()
 //   (the hand-over) and never the stream's read: the session can still write, and close with a
 //   close frame, afterwards.
