@@ -318,7 +318,8 @@ Digest hash_file(const jail::Jail& jail, const std::string& path) {
     }
     return Digest{done, sha.hex_final()};
   }
-  return reader.finish();
+  // The stored digest is of the whole file: its size, not the bytes read (none).
+  return Digest{reader.size(), reader.finish().sha256};
 }
 
 FileReader::FileReader(const jail::Jail& jail, const std::string& path, std::uint64_t offset) {

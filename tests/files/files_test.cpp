@@ -82,6 +82,7 @@ TEST_CASE("files: pwd, cd, mkdir, ls, stat, mv, rm, hash", "[files]") {
     CHECK(st.head["size"] == 12);
     auto hash = co_await files_call(*c, Req("hash").set("path", "hello.txt"));
     CHECK(hash.head["sha256"] == sha256_hex("hello world\n"));
+    CHECK(hash.head["size"] == 12);  // the digest stored by put, with the file's size
 
     auto r7 =
         co_await files_call(*c, Req("mv").set("from", "hello.txt").set("to", "/greeting.txt"));
@@ -242,6 +243,9 @@ TEST_CASE("files: a large random file round-trips with equal SHA-256", "[files][
         CHECK(got.reply.head["sha256"] == digest);
         CHECK(sha256_hex(got.data) == digest);
         CHECK(got.data.size() == data.size());
+        auto hash = co_await files_call(*c, Req("hash").set("path", "big.bin"));
+        CHECK(hash.head["sha256"] == digest);
+        CHECK(hash.head["size"] == data.size());
       }(),
       120s);
 }
