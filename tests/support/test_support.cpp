@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -127,12 +128,23 @@ ServerProcess::ServerProcess(std::vector<std::string> extra_args,
 }
 
 ServerProcess::~ServerProcess() {
-  if (pid_ > 0) {
+  if (pid_ <= 0) return;
+  // A server that died during the test (a crash, a sanitizer's report) or did not stop cleanly
+  // shows its log: the test itself only sees a closed connection.
+  auto status = wait_exit(pid_, 0ms);
+  const bool died = status.has_value();
+  if (!died) {
     ::kill(pid_, SIGTERM);
-    if (!wait_exit(pid_, 15s)) {
+    status = wait_exit(pid_, 15s);
+    if (!status) {
       ::kill(pid_, SIGKILL);
       wait_exit(pid_, 5s);
     }
+  }
+  if (died || !status || *status != 0) {
+    std::fprintf(stderr, "coserve %s (status %d); its log:\n%s\n",
+                 died ? "exited during the test" : "did not stop cleanly", status.value_or(-1),
+                 log().c_str());
   }
 }
 
