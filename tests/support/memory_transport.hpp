@@ -23,7 +23,7 @@ namespace coserve::test {
 class MemoryPeer {
  public:
   explicit MemoryPeer(asio::any_io_executor executor)
-      : executor_(executor), readable_(executor), writable_(executor), arrived_(executor) {}
+      : executor_(executor), readable_(executor), writable_(executor) {}
 
   // --- the peer's side ------------------------------------------------------------------------
   void send_bytes(std::string_view bytes) {
@@ -48,14 +48,9 @@ class MemoryPeer {
 
   // Frames the session wrote, decoded, oldest first.
   std::deque<Frame>& received() { return received_; }
-  // Waits until at least `count` frames were received, or the transport was closed.
-  awaitable<bool> wait_for(std::size_t count) {
-    while (received_.size() < count && !closed_) co_await arrived_.wait();
-    co_return received_.size() >= count;
-  }
   bool closed() const noexcept { return closed_; }
-  std::size_t bytes_written() const noexcept { return bytes_written_; }
-  std::size_t writes() const noexcept { return writes_; }
+  // Bytes the session wrote that did not decode as frames (always a bug).
+  std::size_t bad_frames() const noexcept { return bad_frames_; }
 
   // --- switches -------------------------------------------------------------------------------
   std::size_t read_chunk = 64 * 1024;  // at most this many bytes per read
@@ -65,16 +60,14 @@ class MemoryPeer {
  private:
   friend class MemoryTransport;
   void deliver(std::string_view bytes) {
-    bytes_written_ += bytes.size();
     decoder_.feed(bytes);
     while (auto item = decoder_.next()) {
       if (auto* frame = std::get_if<Frame>(&*item)) received_.push_back(std::move(*frame));
+      else ++bad_frames_;
     }
-    arrived_.notify();
   }
   void on_closed() {
     closed_ = true;
-    arrived_.notify();
     readable_.notify();
     writable_.notify();
   }
@@ -84,11 +77,11 @@ class MemoryPeer {
   bool input_closed_ = false;
   bool paused_ = false;
   bool closed_ = false;
-  Signal readable_, writable_, arrived_;
+  Signal readable_, writable_;
   FrameDecoder decoder_{FrameLimits{16 * 1024 * 1024, 64 * 1024 * 1024}};
   std::deque<Frame> received_;
-  std::size_t bytes_written_ = 0;
   std::size_t reads_ = 0, writes_ = 0;
+  std::size_t bad_frames_ = 0;
 };
 
 class MemoryTransport final : public Transport {

@@ -2,6 +2,7 @@
 // each test chooses how the bytes arrive (split reads), when the peer stops reading, and which
 // read or write fails.
 #include <chrono>
+#include <exception>
 #include <functional>
 
 #include <boost/asio/io_context.hpp>
@@ -105,6 +106,7 @@ struct Harness {
       session->close();
       run_until([&] { return ended; });
     }
+    if (std::uncaught_exceptions() == 0) CHECK(peer->bad_frames() == 0);
   }
 
   // Runs the io_context until `done` holds or `limit` passes; returns `done()`.
